@@ -1,0 +1,79 @@
+"""Turn the payload of a token that has already been verified into an Identity.
+
+Types are checked strictly: Entra never sends a string where a list belongs, so anything
+else is an invalid token, never a crash and never a silently empty list.
+"""
+
+from .errors import InvalidToken
+from .identity import APP, USER, Identity
+
+
+def _optional_str(claims: dict, name: str) -> str | None:
+    value = claims.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InvalidToken(f"claim {name} must be a string")
+    return value
+
+
+def _str_list(claims: dict, name: str) -> tuple[str, ...]:
+    value = claims.get(name)
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise InvalidToken(f"claim {name} must be a list of strings")
+    return tuple(value)
+
+
+def _has_groups_overage(claims: dict) -> bool:
+    claim_names = claims.get("_claim_names")
+    if claim_names is not None and not isinstance(claim_names, dict):
+        raise InvalidToken("claim _claim_names must be an object")
+    hasgroups = claims.get("hasgroups")
+    if hasgroups is not None and not isinstance(hasgroups, bool):
+        raise InvalidToken("claim hasgroups must be a boolean")
+    return bool(claim_names and "groups" in claim_names) or hasgroups is True
+
+
+def _token_kind(claims: dict, scopes: tuple[str, ...]) -> str:
+    idtyp = _optional_str(claims, "idtyp")
+    if idtyp is not None:
+        if idtyp not in (APP, USER):
+            raise InvalidToken("claim idtyp must be 'app' or 'user'")
+        return idtyp
+    # Without the optional idtyp claim, Microsoft's guidance: an app-only token has no scp
+    # and its oid equals its sub (both are the service principal).
+    oid, sub = claims.get("oid"), claims.get("sub")
+    if not scopes and oid is not None and oid == sub:
+        return APP
+    return USER
+
+
+def identity_from_claims(claims: dict) -> Identity:
+    scp = _optional_str(claims, "scp")
+    scopes = tuple(scp.split()) if scp else ()
+    username = (
+        _optional_str(claims, "preferred_username")
+        or _optional_str(claims, "upn")
+        or _optional_str(claims, "unique_name")
+    )
+    aud = claims.get("aud")
+    exp = claims.get("exp")
+    return Identity(
+        oid=_optional_str(claims, "oid"),
+        tid=_optional_str(claims, "tid"),
+        sub=_optional_str(claims, "sub"),
+        name=_optional_str(claims, "name"),
+        username=username,
+        groups=_str_list(claims, "groups"),
+        groups_overage=_has_groups_overage(claims),
+        roles=_str_list(claims, "roles"),
+        scopes=scopes,
+        client_id=_optional_str(claims, "azp") or _optional_str(claims, "appid"),
+        kind=_token_kind(claims, scopes),
+        version=_optional_str(claims, "ver") or "",
+        issuer=_optional_str(claims, "iss") or "",
+        audience=aud if isinstance(aud, str) else "",
+        expires_at=exp if isinstance(exp, int) and not isinstance(exp, bool) else 0,
+    )

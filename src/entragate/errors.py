@@ -1,0 +1,48 @@
+"""Exception hierarchy. Every refusal the gateway makes is one of these, with a stable code."""
+
+
+class GatewayError(Exception):
+    """Base class. `code` is stable and safe to show to clients and log."""
+
+    status = 500
+    code = "internal_error"
+
+    def __init__(self, detail: str = ""):
+        super().__init__(detail or self.code)
+        self.detail = detail or self.code
+
+
+class CredentialError(GatewayError):
+    """No usable credential: 401."""
+
+    status = 401
+    code = "invalid_request"
+
+
+class MissingCredential(CredentialError):
+    code = "missing_token"
+
+
+class MalformedCredential(CredentialError):
+    code = "malformed_credential"
+
+
+class InvalidToken(GatewayError):
+    """A token was presented and is not acceptable: 401 with error="invalid_token"."""
+
+    status = 401
+    code = "invalid_token"
+
+
+class KeysUnavailable(GatewayError):
+    """No signing keys can be obtained for the issuer: 503, never allow."""
+
+    status = 503
+    code = "keys_unavailable"
+
+
+class AmbiguousPath(GatewayError):
+    """The request path could be read two ways; refuse rather than guess."""
+
+    status = 400
+    code = "ambiguous_path"
