@@ -1,0 +1,158 @@
+"""Gateway configuration, read from Worker variables (wrangler.toml [vars], secrets, --var).
+
+Every value is checked once at start-up; a bad value is a ConfigError naming the variable,
+and the Worker then refuses every request (fail closed) instead of guessing.
+"""
+
+import re
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+DEFAULT_AUTHORITY = "https://login.microsoftonline.com"
+DEFAULT_ALGORITHMS = ("RS256",)
+# Entra signs access tokens with RS256 only; the other RSASSA-PKCS1-v1_5 hashes are the
+# only alternatives WebCrypto and the host verifier both implement identically.
+SUPPORTED_ALGORITHMS = frozenset({"RS256", "RS384", "RS512"})
+DEFAULT_TOKEN_VERSIONS = ("1.0", "2.0")
+DEFAULT_CLOCK_SKEW_SECONDS = 60
+# Microsoft: refresh signing keys about every hour; keys stay valid for at least 24 h.
+DEFAULT_JWKS_MAX_AGE_SECONDS = 3600
+# At most one key-endpoint fetch per issuer per minute, whatever the traffic: an unknown
+# `kid` is attacker-controlled, so it must not buy more fetches than this.
+DEFAULT_JWKS_COOLDOWN_SECONDS = 60
+DEFAULT_FETCH_TIMEOUT_SECONDS = 5.0
+MULTI_TENANT_AUTHORITIES = frozenset({"organizations", "common"})
+ANY_TENANT = "*"
+
+GUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    origin_url: str
+    tenant: str
+    authority: str
+    audiences: frozenset[str]
+    allowed_tenants: frozenset[str]
+    token_versions: tuple[str, ...]
+    algorithms: frozenset[str]
+    clock_skew: int
+    jwks_max_age: int
+    jwks_cooldown: int
+    fetch_timeout: float
+
+    @property
+    def multi_tenant(self) -> bool:
+        return self.tenant in MULTI_TENANT_AUTHORITIES
+
+    def tenant_allowed(self, tid: str) -> bool:
+        if self.multi_tenant:
+            return ANY_TENANT in self.allowed_tenants or tid in self.allowed_tenants
+        return tid == self.tenant
+
+    @classmethod
+    def from_env(cls, get) -> "Config":
+        """`get(name)` returns the variable's string value or None."""
+        reader = _Reader(get)
+        tenant = reader.text("ENTRA_TENANT_ID").lower()
+        if tenant not in MULTI_TENANT_AUTHORITIES and not GUID.match(tenant):
+            raise ConfigError("ENTRA_TENANT_ID must be a tenant GUID, 'organizations' or 'common'")
+        allowed_tenants = frozenset(t.lower() for t in reader.items("ENTRA_ALLOWED_TENANTS", ()))
+        if tenant in MULTI_TENANT_AUTHORITIES:
+            if not allowed_tenants:
+                raise ConfigError(
+                    "ENTRA_ALLOWED_TENANTS is required for a multi-tenant ENTRA_TENANT_ID: list the "
+                    "tenant GUIDs to accept, or '*' to accept any Entra tenant (rarely what you want)"
+                )
+            bad = [t for t in allowed_tenants if t != ANY_TENANT and not GUID.match(t)]
+            if bad:
+                raise ConfigError(f"ENTRA_ALLOWED_TENANTS: not a tenant GUID: {bad[0]!r}")
+        elif allowed_tenants:
+            raise ConfigError("ENTRA_ALLOWED_TENANTS applies only when ENTRA_TENANT_ID is organizations/common")
+
+        algorithms = frozenset(reader.items("JWT_ALGORITHMS", DEFAULT_ALGORITHMS))
+        unsupported = algorithms - SUPPORTED_ALGORITHMS
+        if unsupported:
+            raise ConfigError(f"JWT_ALGORITHMS: unsupported {sorted(unsupported)}; choose from {sorted(SUPPORTED_ALGORITHMS)}")
+        versions = reader.items("ENTRA_TOKEN_VERSIONS", DEFAULT_TOKEN_VERSIONS)
+        if not set(versions) <= set(DEFAULT_TOKEN_VERSIONS):
+            raise ConfigError("ENTRA_TOKEN_VERSIONS: only 1.0 and 2.0 exist")
+
+        return cls(
+            origin_url=reader.url("ORIGIN_URL"),
+            tenant=tenant,
+            authority=reader.url("ENTRA_AUTHORITY", DEFAULT_AUTHORITY).rstrip("/"),
+            audiences=_audience_forms(reader.items("ENTRA_AUDIENCES")),
+            allowed_tenants=allowed_tenants,
+            token_versions=versions,
+            algorithms=algorithms,
+            clock_skew=reader.integer("CLOCK_SKEW_SECONDS", DEFAULT_CLOCK_SKEW_SECONDS, 0, 600),
+            jwks_max_age=reader.integer("JWKS_MAX_AGE_SECONDS", DEFAULT_JWKS_MAX_AGE_SECONDS, 60, 86400),
+            jwks_cooldown=reader.integer("JWKS_COOLDOWN_SECONDS", DEFAULT_JWKS_COOLDOWN_SECONDS, 0, 3600),
+            fetch_timeout=reader.integer("FETCH_TIMEOUT_MS", int(DEFAULT_FETCH_TIMEOUT_SECONDS * 1000), 100, 30000) / 1000,
+        )
+
+
+def _audience_forms(audiences: tuple[str, ...]) -> frozenset[str]:
+    # An App ID URI may arrive with or without a trailing slash (v1 tokens carry either);
+    # a client-id GUID is compared as is.
+    forms = set()
+    for audience in audiences:
+        forms.add(audience)
+        if "://" in audience:
+            forms.add(audience.rstrip("/"))
+            forms.add(audience.rstrip("/") + "/")
+    return frozenset(forms)
+
+
+class _Reader:
+    def __init__(self, get):
+        self._get = get
+
+    def _raw(self, name: str) -> str | None:
+        value = self._get(name)
+        if value is None:
+            return None
+        if not isinstance(value, str):
+            raise ConfigError(f"{name} must be a string")
+        return value.strip() or None
+
+    def text(self, name: str, default: str | None = None) -> str:
+        value = self._raw(name) or default
+        if value is None:
+            raise ConfigError(f"{name} is required")
+        return value
+
+    def items(self, name: str, default: tuple[str, ...] | None = None) -> tuple[str, ...]:
+        raw = self._raw(name)
+        if raw is None:
+            if default is None:
+                raise ConfigError(f"{name} is required (comma-separated)")
+            return tuple(default)
+        values = tuple(item.strip() for item in raw.split(",") if item.strip())
+        if not values:
+            raise ConfigError(f"{name} must list at least one value")
+        return values
+
+    def url(self, name: str, default: str | None = None) -> str:
+        value = self.text(name, default)
+        parts = urlsplit(value)
+        if parts.scheme not in ("https", "http") or not parts.hostname or parts.query or parts.fragment:
+            raise ConfigError(f"{name} must be an absolute http(s) URL without query or fragment")
+        return value
+
+    def integer(self, name: str, default: int, low: int, high: int) -> int:
+        raw = self._raw(name)
+        if raw is None:
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ConfigError(f"{name} must be an integer") from None
+        if not low <= value <= high:
+            raise ConfigError(f"{name} must be between {low} and {high}")
+        return value

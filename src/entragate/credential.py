@@ -1,0 +1,31 @@
+"""Extract the bearer token from the Authorization header (RFC 6750 §2.1)."""
+
+import re
+
+from .errors import MalformedCredential, MissingCredential
+
+# Entra access tokens are 1–8 KB with a few hundred groups; past 200 groups Entra switches
+# to the overage claim, so a larger token is not one Entra issued. Microsoft's libraries
+# accept up to 250 KB; a gateway has no reason to parse that much from an anonymous client.
+MAX_TOKEN_BYTES = 16 * 1024
+
+# Three base64url segments and nothing else: no padding, no whitespace, no commas (a
+# second Authorization header is folded into the first with ", ").
+_JWS_COMPACT = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
+
+
+def extract_bearer(authorization: str | None) -> str:
+    """Return the token from an Authorization header value, or raise a CredentialError."""
+    if authorization is None or not authorization.strip():
+        raise MissingCredential("no bearer token")
+    scheme, _, token = authorization.strip().partition(" ")
+    if scheme.lower() != "bearer":
+        raise MalformedCredential("authorization scheme must be Bearer")
+    token = token.strip(" ")
+    if not token:
+        raise MalformedCredential("empty bearer token")
+    if len(token) > MAX_TOKEN_BYTES:
+        raise MalformedCredential(f"token longer than {MAX_TOKEN_BYTES} bytes")
+    if not _JWS_COMPACT.fullmatch(token):
+        raise MalformedCredential("token is not a single compact JWS")
+    return token

@@ -1,0 +1,185 @@
+"""Signing keys of one Entra issuer: discovery → jwks_uri → key set, cached in memory and KV.
+
+Rules (see README "Signing keys"):
+- a key set older than `max_age` is refreshed; so is one that lacks a requested `kid`;
+- at most one fetch attempt per `cooldown` per issuer, and concurrent callers share the one
+  fetch in flight, so an attacker's stream of unknown kids costs one fetch per cooldown;
+- a failed refresh keeps the last-known-good set; with no set at all: KeysUnavailable (503);
+- the fetched set is written to KV in the background (`defer`), never on the response path.
+
+I/O is injected: `http.get_json(url, timeout)` raises KeyFetchError on any failure, and
+`store` has async `get(key) -> str | None` / `put(key, value)`. `clock()` returns seconds.
+"""
+
+import asyncio
+import json
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from .errors import KeysUnavailable
+
+STORE_FORMAT = 1
+MAX_KEYS = 64
+
+
+class KeyFetchError(Exception):
+    """Discovery or JWKS could not be fetched or did not make sense."""
+
+
+@dataclass(frozen=True, slots=True)
+class KeySet:
+    issuer: str
+    keys: dict  # kid -> JWK (RSA public parameters, plus Entra's per-key `issuer` if given)
+    fetched_at: float
+
+    def to_json(self, jwks_uri: str) -> str:
+        return json.dumps({
+            "format": STORE_FORMAT,
+            "issuer": self.issuer,
+            "jwks_uri": jwks_uri,
+            "fetched_at": self.fetched_at,
+            "keys": list(self.keys.values()),
+        })
+
+    @classmethod
+    def from_json(cls, text: str) -> "KeySet":
+        data = json.loads(text)
+        if not isinstance(data, dict) or data.get("format") != STORE_FORMAT:
+            raise KeyFetchError("stored key set has an unknown format")
+        fetched_at = data.get("fetched_at")
+        if not isinstance(fetched_at, (int, float)) or isinstance(fetched_at, bool):
+            raise KeyFetchError("stored key set has no fetch time")
+        return cls(_issuer(data), _parse_jwks(data), float(fetched_at))
+
+
+def _issuer(document: dict) -> str:
+    issuer = document.get("issuer")
+    if not isinstance(issuer, str) or not issuer.startswith("https://"):
+        raise KeyFetchError("discovery document has no https issuer")
+    return issuer
+
+
+def _parse_jwks(document) -> dict:
+    if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
+        raise KeyFetchError("JWKS has no keys list")
+    keys = {}
+    for jwk in document["keys"]:
+        if not isinstance(jwk, dict) or jwk.get("kty") != "RSA" or jwk.get("use", "sig") != "sig":
+            continue
+        kid, n, e = jwk.get("kid"), jwk.get("n"), jwk.get("e")
+        if not all(isinstance(value, str) and value for value in (kid, n, e)):
+            continue
+        key = {"kty": "RSA", "kid": kid, "n": n, "e": e}
+        if isinstance(jwk.get("issuer"), str):
+            key["issuer"] = jwk["issuer"]
+        keys[kid] = key
+        if len(keys) == MAX_KEYS:
+            break
+    if not keys:
+        raise KeyFetchError("JWKS holds no usable RSA signing key")
+    return keys
+
+
+def _same_origin(url: str, authority: str) -> bool:
+    a, b = urlsplit(url), urlsplit(authority)
+    return (a.scheme, a.hostname, a.port) == (b.scheme, b.hostname, b.port)
+
+
+class IssuerKeys:
+    """The key set published by one discovery document (one token version of one tenant)."""
+
+    def __init__(self, discovery_url, authority, *, http, store, clock, log, max_age, cooldown, timeout):
+        self.discovery_url = discovery_url
+        self._authority = authority
+        self._http = http
+        self._store = store
+        self._clock = clock
+        self._log = log
+        self._max_age = max_age
+        self._cooldown = cooldown
+        self._timeout = timeout
+        self._store_key = f"entragate:jwks:v{STORE_FORMAT}:{discovery_url}"
+        self._set: KeySet | None = None
+        self._store_read: asyncio.Future | None = None
+        self._last_attempt: float | None = None
+        self._inflight: asyncio.Future | None = None
+
+    @property
+    def key_set(self) -> KeySet | None:
+        return self._set
+
+    async def current(self, defer) -> KeySet:
+        """The key set to validate with, refreshed if stale; KeysUnavailable if there is none."""
+        await self._ensure(None, defer)
+        return self._set
+
+    async def key(self, kid: str, defer) -> dict | None:
+        """The JWK for `kid`, refreshing once (within the cooldown) if it is not known."""
+        await self._ensure(kid, defer)
+        return self._set.keys.get(kid)
+
+    async def _ensure(self, kid, defer) -> None:
+        if self._set is None:
+            # One KV read per isolate, shared by the requests that arrive while it runs.
+            if self._store_read is None:
+                self._store_read = asyncio.ensure_future(self._read_store())
+            stored = await asyncio.shield(self._store_read)
+            if self._set is None:
+                self._set = stored
+        if self._needs_refresh(kid) and self._may_attempt():
+            await self._refresh(defer)
+        if self._set is None:
+            raise KeysUnavailable("signing keys for the token issuer are not available")
+
+    def _needs_refresh(self, kid) -> bool:
+        if self._set is None:
+            return True
+        if self._clock() - self._set.fetched_at >= self._max_age:
+            return True
+        return kid is not None and kid not in self._set.keys
+
+    def _may_attempt(self) -> bool:
+        if self._inflight is not None:
+            return True  # joining the fetch in flight costs nothing
+        return self._last_attempt is None or self._clock() - self._last_attempt >= self._cooldown
+
+    async def _refresh(self, defer) -> None:
+        if self._inflight is None:
+            self._last_attempt = self._clock()
+            self._inflight = asyncio.ensure_future(self._fetch_and_keep(defer))
+        inflight = self._inflight
+        try:
+            await asyncio.shield(inflight)
+        except KeyFetchError as error:
+            kept = "keeping last-known-good keys" if self._set else "no keys at all"
+            self._log(f"key refresh failed for {self.discovery_url}: {error}; {kept}")
+        finally:
+            if self._inflight is inflight:
+                self._inflight = None
+
+    async def _fetch_and_keep(self, defer) -> None:
+        discovery = await self._http.get_json(self.discovery_url, self._timeout)
+        if not isinstance(discovery, dict):
+            raise KeyFetchError("discovery document is not a JSON object")
+        issuer = _issuer(discovery)
+        jwks_uri = discovery.get("jwks_uri")
+        # Keys come only from the configured authority, whatever a document names.
+        if not isinstance(jwks_uri, str) or not _same_origin(jwks_uri, self._authority):
+            raise KeyFetchError("jwks_uri is missing or not on the configured authority")
+        keys = _parse_jwks(await self._http.get_json(jwks_uri, self._timeout))
+        self._set = KeySet(issuer, keys, self._clock())
+        defer(self._write_store(self._set.to_json(jwks_uri)))
+
+    async def _read_store(self) -> KeySet | None:
+        try:
+            text = await self._store.get(self._store_key)
+            return KeySet.from_json(text) if isinstance(text, str) else None
+        except Exception as error:  # KV outage or a corrupt entry: fall back to fetching
+            self._log(f"ignoring cached key set for {self.discovery_url}: {error}")
+            return None
+
+    async def _write_store(self, text: str) -> None:
+        try:
+            await self._store.put(self._store_key, text)
+        except Exception as error:
+            self._log(f"could not cache key set for {self.discovery_url}: {error}")

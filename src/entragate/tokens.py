@@ -1,0 +1,158 @@
+"""Validate an Entra ID access token (v1.0 or v2.0) and return the Identity it carries.
+
+PyJWT parses the token and checks exp / nbf / iat with the configured skew; this module adds
+what Entra needs and PyJWT cannot know: the algorithm allow-list, refusal of header
+parameters that name a key or change how the token is read, the issuer from the discovery
+document of the token's version (filled with the token's own `tid` for multi-tenant apps),
+the tenant allow-list, the audience forms and the per-key issuer. The signature is checked
+by a SignatureVerifier (WebCrypto at the edge, a host library in tests and the CLI) with a
+key that only ever comes from the issuer's fetched key set.
+"""
+
+import json
+import math
+from typing import Protocol
+
+import jwt
+from jwt.utils import base64url_decode
+
+from .claims import identity_from_claims
+from .config import GUID, Config
+from .errors import InvalidToken
+from .identity import Identity
+from .keys import IssuerKeys
+
+# Header parameters that would make the verifier trust key material or processing rules
+# taken from the token itself (RFC 8725 §3.10, RFC 7515 §4.1.11), or nest another token.
+FORBIDDEN_HEADERS = frozenset({"jwk", "jku", "x5u", "x5c", "crit", "b64", "cty", "zip", "enc"})
+TIME_CLAIMS = ("exp", "nbf", "iat")
+# A NumericDate beyond year 9999 is not a time (and overflows datetime on some paths).
+MAX_NUMERIC_DATE = 253402300799
+MAX_KID_LENGTH = 128
+
+
+class SignatureVerifier(Protocol):
+    async def verify(self, algorithm: str, jwk: dict, signing_input: bytes, signature: bytes) -> bool:
+        """True only if `signature` is valid for `signing_input` under the RSA public `jwk`."""
+
+
+def _no_duplicate_members(pairs):
+    result = {}
+    for name, value in pairs:
+        if name in result:
+            raise jwt.DecodeError(f"duplicate member {name!r}")
+        result[name] = value
+    return result
+
+
+def _strict_json_object(raw: bytes, what: str) -> dict:
+    try:
+        value = json.loads(raw, object_pairs_hook=_no_duplicate_members)
+    except (ValueError, RecursionError) as error:
+        raise jwt.DecodeError(f"{what} is not valid JSON") from error
+    if not isinstance(value, dict):
+        raise jwt.DecodeError(f"{what} is not a JSON object")
+    return value
+
+
+class _EntraJWT(jwt.PyJWT):
+    """PyJWT with a strict payload reader: PyJWT's own time checks call int() on the claim,
+    which would take "123", 1.9 or True; here a time claim must be a real finite number."""
+
+    def _decode_payload(self, decoded):
+        payload = _strict_json_object(decoded["payload"], "payload")
+        for name in TIME_CLAIMS:
+            if name in payload:
+                value = payload[name]
+                if isinstance(value, bool) or not isinstance(value, (int, float)):
+                    raise jwt.DecodeError(f"claim {name} must be a number")
+                if not math.isfinite(value) or not 0 <= value <= MAX_NUMERIC_DATE:
+                    raise jwt.DecodeError(f"claim {name} is out of range")
+        return payload
+
+
+_DECODER = _EntraJWT()
+_DECODE_OPTIONS = {
+    "verify_signature": False,  # verified below with a key from the issuer's key set
+    "verify_exp": True,
+    "verify_nbf": True,
+    "verify_iat": True,
+    "verify_aud": False,  # Entra audience forms are checked below
+    "verify_iss": False,  # the issuer depends on the token's version and tenant
+    "require": ["exp"],
+}
+
+
+def _decode(token: str, leeway: int) -> dict:
+    try:
+        decoded = _DECODER.decode_complete(token, options=_DECODE_OPTIONS, leeway=leeway)
+        # PyJWT lets the last of duplicate header members win; a verifier that reads the
+        # first would see another token, so refuse (the payload is read strictly above).
+        _strict_json_object(base64url_decode(token.partition(".")[0]), "header")
+        return decoded
+    except jwt.ExpiredSignatureError:
+        raise InvalidToken("token expired") from None
+    except jwt.ImmatureSignatureError:
+        raise InvalidToken("token not yet valid") from None
+    except jwt.MissingRequiredClaimError as error:
+        raise InvalidToken(f"token has no {error.claim} claim") from None
+    except (jwt.PyJWTError, ValueError, TypeError, OverflowError, RecursionError):
+        raise InvalidToken("malformed token") from None
+
+
+def _check_header(header: dict, algorithms: frozenset[str]) -> str:
+    alg = header.get("alg")
+    if not isinstance(alg, str) or alg not in algorithms:
+        raise InvalidToken("signing algorithm not allowed")
+    forbidden = FORBIDDEN_HEADERS.intersection(header)
+    if forbidden:
+        raise InvalidToken(f"header parameter {sorted(forbidden)[0]} not allowed")
+    typ = header.get("typ")
+    if typ is not None and (not isinstance(typ, str) or typ.upper() != "JWT"):
+        raise InvalidToken("token type must be JWT")
+    kid = header.get("kid")
+    if not isinstance(kid, str) or not 0 < len(kid) <= MAX_KID_LENGTH:
+        raise InvalidToken("token has no usable kid")
+    return kid
+
+
+class TokenValidator:
+    def __init__(self, config: Config, keys_by_version: dict[str, IssuerKeys], verifier: SignatureVerifier):
+        self._config = config
+        self._keys_by_version = keys_by_version
+        self._verifier = verifier
+
+    async def validate(self, token: str, defer) -> Identity:
+        config = self._config
+        decoded = _decode(token, config.clock_skew)
+        header, claims = decoded["header"], decoded["payload"]
+        kid = _check_header(header, config.algorithms)
+
+        issuer_keys = self._keys_by_version.get(claims.get("ver"))
+        if issuer_keys is None:
+            raise InvalidToken("token version not accepted")
+        tid = claims.get("tid")
+        if not isinstance(tid, str) or not GUID.match(tid):
+            raise InvalidToken("token has no valid tid")
+        if not config.tenant_allowed(tid):
+            raise InvalidToken("tenant not allowed")
+        aud = claims.get("aud")
+        if not isinstance(aud, str) or aud not in config.audiences:
+            raise InvalidToken("token is not for this audience")
+
+        key_set = await issuer_keys.current(defer)
+        expected_issuer = key_set.issuer.replace("{tenantid}", tid)
+        if claims.get("iss") != expected_issuer:
+            raise InvalidToken("issuer mismatch")
+
+        jwk = await issuer_keys.key(kid, defer)
+        if jwk is None:
+            raise InvalidToken("signing key not found")
+        key_issuer = jwk.get("issuer")
+        if key_issuer is not None and key_issuer.replace("{tenantid}", tid) != expected_issuer:
+            raise InvalidToken("signing key belongs to another issuer")
+
+        signing_input = token.rpartition(".")[0].encode("ascii")
+        if not await self._verifier.verify(header["alg"], jwk, signing_input, decoded["signature"]):
+            raise InvalidToken("signature verification failed")
+        return identity_from_claims(claims)

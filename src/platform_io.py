@@ -1,0 +1,142 @@
+"""Platform adapters: the only module besides entry.py that touches `js` (Workers APIs).
+
+Each adapter implements one small interface of the pure core: HTTP JSON fetch (keys),
+key-value store (KV), signature verification (WebCrypto), clock and console.
+"""
+
+import asyncio
+import json
+
+import js
+from pyodide.ffi import JsException, create_once_callable, to_js
+
+from entragate.keys import KeyFetchError
+
+MAX_DOCUMENT_BYTES = 512 * 1024  # Entra's discovery and key documents are a few KB
+_WEBCRYPTO_HASHES = {"RS256": "SHA-256", "RS384": "SHA-384", "RS512": "SHA-512"}
+MAX_IMPORTED_KEYS = 128
+
+
+def _js_object(value: dict):
+    return to_js(value, dict_converter=js.Object.fromEntries)
+
+
+def clock() -> float:
+    return js.Date.now() / 1000
+
+
+def log(message: str) -> None:
+    js.console.error(message)
+
+
+def emit(line: str) -> None:
+    js.console.log(line)
+
+
+class WorkersHttp:
+    """GET a JSON document with the Workers fetch API; every failure is a KeyFetchError."""
+
+    async def get_json(self, url: str, timeout: float):
+        init = _js_object({
+            "method": "GET",
+            "headers": {"accept": "application/json"},
+            "redirect": "error",
+            "signal": js.AbortSignal.timeout(int(timeout * 1000)),
+        })
+        try:
+            response = await js.fetch(url, init)
+            if response.status != 200:
+                raise KeyFetchError(f"{url} answered HTTP {response.status}")
+            declared = response.headers.get("content-length")
+            if declared and declared.isdigit() and int(declared) > MAX_DOCUMENT_BYTES:
+                raise KeyFetchError(f"{url} document too large")
+            text = await response.text()
+        except JsException as error:
+            raise KeyFetchError(f"{url} fetch failed: {error.name}") from None
+        if len(text) > MAX_DOCUMENT_BYTES:
+            raise KeyFetchError(f"{url} document too large")
+        try:
+            return json.loads(text)
+        except ValueError:
+            raise KeyFetchError(f"{url} did not return JSON") from None
+
+
+class KvStore:
+    """Workers KV: string values; a missing key arrives as JS null."""
+
+    def __init__(self, binding):
+        self._kv = binding
+
+    async def get(self, key: str) -> str | None:
+        value = await self._kv.get(key)
+        return value if isinstance(value, str) else None
+
+    async def put(self, key: str, value: str) -> None:
+        await self._kv.put(key, value)
+
+
+class WebCryptoVerifier:
+    """RSASSA-PKCS1-v1_5 verification with crypto.subtle; imported keys cached per kid."""
+
+    def __init__(self):
+        self._imported = {}
+
+    async def _import(self, algorithm: str, jwk: dict):
+        cache_key = (algorithm, jwk["kid"], jwk["n"], jwk["e"])
+        key = self._imported.get(cache_key)
+        if key is None:
+            if len(self._imported) >= MAX_IMPORTED_KEYS:
+                self._imported.clear()
+            key = await js.crypto.subtle.importKey(
+                "jwk",
+                _js_object({"kty": "RSA", "n": jwk["n"], "e": jwk["e"], "ext": True}),
+                _js_object({"name": "RSASSA-PKCS1-v1_5", "hash": _WEBCRYPTO_HASHES[algorithm]}),
+                False,
+                to_js(["verify"]),
+            )
+            self._imported[cache_key] = key
+        return key
+
+    async def verify(self, algorithm: str, jwk: dict, signing_input: bytes, signature: bytes) -> bool:
+        try:
+            key = await self._import(algorithm, jwk)
+            return bool(await js.crypto.subtle.verify("RSASSA-PKCS1-v1_5", key, to_js(signature), to_js(signing_input)))
+        except JsException:
+            return False  # a key WebCrypto cannot import verifies nothing
+
+
+def deferrer(ctx):
+    """`defer(coroutine)`: run it after the response, kept alive by ctx.waitUntil."""
+
+    def defer(coroutine) -> None:
+        task = asyncio.ensure_future(coroutine)
+
+        def executor(resolve, reject):
+            task.add_done_callback(lambda _: resolve(None))
+
+        ctx.waitUntil(js.Promise.new(create_once_callable(executor)))
+
+    return defer
+
+
+def env_getter(env):
+    def get(name: str):
+        value = getattr(env, name, None)
+        return value if isinstance(value, str) else None
+
+    return get
+
+
+def header(js_request, name: str) -> str | None:
+    value = js_request.headers.get(name)
+    return value if isinstance(value, str) else None  # a missing header is JS null
+
+
+def forward_init(js_request):
+    """RequestInit for the origin: same method, headers and streamed body; redirects are
+    passed back to the client, never followed by the gateway."""
+    init = {"method": js_request.method, "headers": js.Headers.new(js_request.headers), "redirect": "manual"}
+    if js_request.body:
+        init["body"] = js_request.body
+        init["duplex"] = "half"  # required by Node's fetch for a streamed body; ignored by Workers
+    return _js_object(init)

@@ -1,0 +1,315 @@
+"""Key cache rules on CPython with a fake clock, fake HTTP and a fake KV store."""
+
+import asyncio
+import json
+
+import pytest
+
+from entragate.errors import KeysUnavailable
+from entragate.keys import IssuerKeys, KeyFetchError, KeySet
+
+AUTHORITY = "https://login.example"
+DISCOVERY = f"{AUTHORITY}/tid/v2.0/.well-known/openid-configuration"
+JWKS = f"{AUTHORITY}/tid/discovery/v2.0/keys"
+ISSUER = "https://login.microsoftonline.com/tid/v2.0"
+N = "x" * 342  # shape only: the cache never does RSA maths
+
+
+def jwk(kid, **extra):
+    return {"kty": "RSA", "use": "sig", "kid": kid, "n": N, "e": "AQAB", **extra}
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 1_000_000.0
+
+    def __call__(self):
+        return self.now
+
+
+class FakeHttp:
+    def __init__(self, kids=("k1",)):
+        self.discovery = {"issuer": ISSUER, "jwks_uri": JWKS}
+        self.jwks = {"keys": [jwk(k) for k in kids]}
+        self.failure: Exception | None = None
+        self.gate: asyncio.Event | None = None
+        self.calls = []
+
+    def set_kids(self, *kids):
+        self.jwks = {"keys": [jwk(k) for k in kids]}
+
+    async def get_json(self, url, timeout):
+        self.calls.append(url)
+        if self.gate is not None:
+            await self.gate.wait()
+        if self.failure is not None:
+            raise self.failure
+        return self.discovery if url == DISCOVERY else self.jwks
+
+    def jwks_fetches(self):
+        return self.calls.count(JWKS)
+
+
+class FakeStore:
+    def __init__(self):
+        self.data = {}
+        self.fail_get = False
+
+    async def get(self, key):
+        if self.fail_get:
+            raise RuntimeError("KV unavailable")
+        return self.data.get(key)
+
+    async def put(self, key, value):
+        self.data[key] = value
+
+
+class Deferred:
+    def __init__(self):
+        self.tasks = []
+
+    def __call__(self, coroutine):
+        self.tasks.append(coroutine)
+
+    async def run(self):
+        for task in self.tasks:
+            await task
+        self.tasks.clear()
+
+    def __del__(self):
+        for task in self.tasks:
+            task.close()  # background work a test chose not to run
+
+
+def make(http=None, store=None, clock=None, max_age=3600, cooldown=60):
+    logs = []
+    keys = IssuerKeys(
+        DISCOVERY, AUTHORITY,
+        http=http or FakeHttp(), store=store or FakeStore(), clock=clock or FakeClock(),
+        log=logs.append, max_age=max_age, cooldown=cooldown, timeout=1.0,
+    )
+    return keys, logs
+
+
+def run(coroutine):
+    return asyncio.run(coroutine)
+
+
+def test_first_use_fetches_discovery_then_jwks_and_writes_kv_in_background():
+    http, store, defer = FakeHttp(), FakeStore(), Deferred()
+    keys, _ = make(http, store)
+
+    async def scenario():
+        key_set = await keys.current(defer)
+        assert store.data == {}, "the KV write must not happen on the request path"
+        await defer.run()
+        return key_set
+
+    key_set = run(scenario())
+    assert http.calls == [DISCOVERY, JWKS]
+    assert key_set.issuer == ISSUER and set(key_set.keys) == {"k1"}
+    (stored,) = store.data.values()
+    assert json.loads(stored)["fetched_at"] == 1_000_000.0
+    assert KeySet.from_json(stored).keys == key_set.keys
+
+
+def test_fresh_keys_are_served_from_memory():
+    http = FakeHttp()
+    keys, _ = make(http)
+
+    async def scenario():
+        for _ in range(5):
+            assert await keys.key("k1", Deferred()) is not None
+
+    run(scenario())
+    assert http.jwks_fetches() == 1
+
+
+def test_stale_keys_are_refreshed_after_max_age():
+    http, clock = FakeHttp(), FakeClock()
+    keys, _ = make(http, clock=clock, max_age=3600)
+
+    async def scenario():
+        await keys.current(Deferred())
+        clock.now += 3599
+        await keys.current(Deferred())
+        assert http.jwks_fetches() == 1
+        clock.now += 1
+        await keys.current(Deferred())
+
+    run(scenario())
+    assert http.jwks_fetches() == 2
+
+
+def test_unknown_kid_refreshes_at_most_once_per_cooldown():
+    http, clock = FakeHttp(), FakeClock()
+    keys, _ = make(http, clock=clock, cooldown=60)
+
+    async def scenario():
+        await keys.current(Deferred())
+        assert await keys.key("nope-0", Deferred()) is None  # the first fetch started the cooldown
+        assert http.jwks_fetches() == 1
+        clock.now += 60
+        assert await keys.key("nope-1", Deferred()) is None  # refresh 2
+        clock.now += 59
+        assert await keys.key("nope-2", Deferred()) is None  # within cooldown: no fetch
+        assert http.jwks_fetches() == 2
+        clock.now += 1
+        http.set_kids("k1", "k2")
+        assert await keys.key("k2", Deferred()) is not None  # cooldown over: refresh 3
+
+    run(scenario())
+    assert http.jwks_fetches() == 3
+
+
+def test_rotation_new_key_appears_old_key_disappears():
+    http, clock = FakeHttp(("old",)), FakeClock()
+    keys, _ = make(http, clock=clock, cooldown=60)
+
+    async def scenario():
+        assert await keys.key("old", Deferred())
+        http.set_kids("old", "new")
+        clock.now += 60
+        assert await keys.key("new", Deferred())
+        http.set_kids("new")
+        clock.now += 3600
+        assert await keys.key("old", Deferred()) is None
+        assert await keys.key("new", Deferred())
+
+    run(scenario())
+
+
+def test_concurrent_requests_share_one_fetch():
+    http = FakeHttp()
+    keys, _ = make(http)
+
+    async def scenario():
+        http.gate = asyncio.Event()
+        waiting = [asyncio.ensure_future(keys.key(f"kid-{i}", Deferred())) for i in range(100)]
+        await asyncio.sleep(0)
+        http.gate.set()
+        return await asyncio.gather(*waiting)
+
+    results = run(scenario())
+    assert results == [None] * 100
+    assert http.calls == [DISCOVERY, JWKS]
+
+
+@pytest.mark.parametrize("failure", [
+    KeyFetchError("HTTP 500"),
+    KeyFetchError("did not return JSON"),
+    KeyFetchError("fetch failed: TimeoutError"),
+])
+def test_failed_refresh_keeps_last_known_good(failure):
+    http, clock = FakeHttp(), FakeClock()
+    keys, logs = make(http, clock=clock)
+
+    async def scenario():
+        await keys.current(Deferred())
+        http.failure = failure
+        clock.now += 7200
+        return await keys.key("k1", Deferred())
+
+    assert run(scenario()) is not None
+    assert http.jwks_fetches() == 1 and len(http.calls) == 3
+    assert "keeping last-known-good keys" in logs[-1]
+
+
+@pytest.mark.parametrize("jwks", [
+    {"keys": []},
+    {"keys": [{"kty": "EC", "kid": "e", "crv": "P-256", "x": "a", "y": "b"}]},
+    {"keys": [jwk("enc-only", use="enc")]},
+    {"keys": [{"kty": "RSA", "kid": "k", "e": "AQAB"}]},
+    {"keys": "not a list"},
+    ["not", "an", "object"],
+])
+def test_unusable_key_sets_count_as_failures(jwks):
+    http = FakeHttp()
+    http.jwks = jwks
+    keys, logs = make(http)
+    with pytest.raises(KeysUnavailable):
+        run(keys.current(Deferred()))
+    assert "no keys at all" in logs[-1]
+
+
+def test_no_keys_at_all_is_unavailable_and_retried_only_after_cooldown():
+    http, clock = FakeHttp(), FakeClock()
+    http.failure = KeyFetchError("connection refused")
+    keys, _ = make(http, clock=clock, cooldown=60)
+
+    async def scenario():
+        for _ in range(10):
+            with pytest.raises(KeysUnavailable):
+                await keys.current(Deferred())
+        assert len(http.calls) == 1
+        http.failure = None
+        clock.now += 60
+        return await keys.current(Deferred())
+
+    assert run(scenario()).keys
+
+
+def test_jwks_uri_off_the_authority_is_refused():
+    http = FakeHttp()
+    http.discovery = {"issuer": ISSUER, "jwks_uri": "https://attacker.example/keys"}
+    keys, _ = make(http)
+    with pytest.raises(KeysUnavailable):
+        run(keys.current(Deferred()))
+    assert http.calls == [DISCOVERY]
+
+
+def test_kv_copy_is_used_without_fetching_when_fresh():
+    http, store, clock = FakeHttp(), FakeStore(), FakeClock()
+    first, _ = make(http, store, clock)
+
+    async def warm():
+        defer = Deferred()
+        await first.current(defer)
+        await defer.run()
+
+    run(warm())
+    second_http = FakeHttp()
+    second, _ = make(second_http, store, clock)  # a new isolate
+    assert run(second.key("k1", Deferred())) is not None
+    assert second_http.calls == []
+
+
+def test_stale_kv_copy_is_last_known_good_when_refresh_fails():
+    store, clock = FakeStore(), FakeClock()
+    first, _ = make(FakeHttp(), store, clock)
+
+    async def warm():
+        defer = Deferred()
+        await first.current(defer)
+        await defer.run()
+
+    run(warm())
+    clock.now += 86400
+    down = FakeHttp()
+    down.failure = KeyFetchError("HTTP 503")
+    second, _ = make(down, store, clock)
+    assert run(second.key("k1", Deferred())) is not None
+    assert down.calls == [DISCOVERY]
+
+
+def test_unreadable_or_corrupt_kv_falls_back_to_fetching():
+    store = FakeStore()
+    store.fail_get = True
+    http = FakeHttp()
+    keys, logs = make(http, store)
+    assert run(keys.key("k1", Deferred())) is not None
+    assert "ignoring cached key set" in logs[0]
+
+    corrupt = FakeStore()
+    corrupt.data[keys._store_key] = "{not json"
+    http2 = FakeHttp()
+    keys2, _ = make(http2, corrupt)
+    assert run(keys2.key("k1", Deferred())) is not None
+    assert http2.jwks_fetches() == 1
+
+
+def test_per_key_issuer_is_kept():
+    http = FakeHttp()
+    http.jwks = {"keys": [jwk("k1", issuer="https://login.microsoftonline.com/{tenantid}/v2.0")]}
+    keys, _ = make(http)
+    assert run(keys.key("k1", Deferred()))["issuer"].endswith("{tenantid}/v2.0")

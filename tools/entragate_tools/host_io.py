@@ -1,0 +1,51 @@
+"""Host adapters for the gateway's I/O interfaces (tests, CLI, benchmarks on CPython)."""
+
+import asyncio
+import json
+import time
+import urllib.error
+import urllib.request
+
+from entragate.keys import KeyFetchError
+
+MAX_DOCUMENT_BYTES = 512 * 1024
+
+
+class UrllibHttp:
+    def __init__(self):
+        self.requests = []
+
+    def _get(self, url: str, timeout: float):
+        self.requests.append(url)
+        request = urllib.request.Request(url, headers={"accept": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                body = response.read(MAX_DOCUMENT_BYTES + 1)
+        except urllib.error.HTTPError as error:
+            raise KeyFetchError(f"{url} answered HTTP {error.code}") from None
+        except (OSError, ValueError) as error:
+            raise KeyFetchError(f"{url} fetch failed: {type(error).__name__}") from None
+        if len(body) > MAX_DOCUMENT_BYTES:
+            raise KeyFetchError(f"{url} document too large")
+        try:
+            return json.loads(body)
+        except ValueError:
+            raise KeyFetchError(f"{url} did not return JSON") from None
+
+    async def get_json(self, url: str, timeout: float):
+        return await asyncio.to_thread(self._get, url, timeout)
+
+
+class MemoryStore:
+    def __init__(self):
+        self.data = {}
+
+    async def get(self, key):
+        return self.data.get(key)
+
+    async def put(self, key, value):
+        self.data[key] = value
+
+
+def wall_clock() -> float:
+    return time.time()
