@@ -1,0 +1,1 @@
+"""Build-time tools for entragate (policy schema, compiler, CLI). Never imported by the edge."""

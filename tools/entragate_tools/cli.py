@@ -1,0 +1,408 @@
+"""`python -m entragate_tools`: validate, compile, explain and test the policies.
+
+Exit codes: 0 ok, 1 policy error or failing test, 2 usage error (bad arguments or input).
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from entragate.claims import identity_from_claims
+from entragate.errors import AmbiguousPath, InvalidToken
+from entragate.identity import Identity
+from entragate.paths import canonical_host, canonical_path
+from entragate.policy import Decision
+
+from .compiler import Compiled, PolicyError, compile_policies, module_text
+from .schema import policy_json_schema, tests_json_schema
+
+OK, FAILED, USAGE = 0, 1, 2
+
+
+class UsageError(Exception):
+    pass
+
+
+# ---------------------------------------------------------------- shared helpers
+
+
+def _print_diagnostics(diags, stream) -> None:
+    for diag in diags:
+        print(diag, file=stream)
+
+
+def _compile(args, err) -> Compiled | None:
+    try:
+        compiled = compile_policies(args.policies)
+    except PolicyError as exc:
+        _print_diagnostics(exc.errors + exc.warnings, err)
+        n = len(exc.errors)
+        print(f"{n} error{'s' if n != 1 else ''} in {args.policies}", file=err)
+        return None
+    _print_diagnostics(compiled.warnings, err)
+    return compiled
+
+
+def split_url(url: str) -> tuple:
+    """-> (host as sent, raw path). The raw path is kept percent-encoded, as the Worker sees it."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise UsageError(f"not an http(s) URL: {url!r}")
+    host = parts.netloc.rpartition("@")[2]
+    return host, parts.path or "/"
+
+
+def run_request(policy, method: str, url: str, identity: Identity | None):
+    """The gateway's decision steps: canonical path, match, decide. -> (decision, route, path, detail)."""
+    host, raw_path = split_url(url)
+    try:
+        path = canonical_path(raw_path)
+    except AmbiguousPath as exc:
+        return Decision(False, "ambiguous_path", None), None, None, exc.detail
+    route = policy.match(method, host, path)
+    return policy.decide(method, host, path, identity), route, path, ""
+
+
+def _load_claims(value: str) -> dict:
+    text = value
+    if value.startswith("@"):
+        try:
+            text = Path(value[1:]).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise UsageError(f"cannot read claims file: {exc}") from None
+    try:
+        claims = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"--claims is not valid JSON: {exc}") from None
+    if not isinstance(claims, dict):
+        raise UsageError("--claims must be a JSON object")
+    return claims
+
+
+def _claims_from_token(token: str) -> dict:
+    import jwt
+
+    try:
+        return jwt.decode(token, options={"verify_signature": False})
+    except jwt.PyJWTError as exc:
+        raise UsageError(f"cannot decode --token: {exc}") from None
+
+
+def render_condition(node, names: dict) -> str:
+    op = node[0]
+    if op == "true":
+        return "any valid token"
+    if op in ("groups", "users", "clients", "tenants"):
+        shown = [f"{names[v]} ({v})" if v in names else v for v in node[1]]
+        return f"{op} any of [{', '.join(shown)}]"
+    if op in ("roles", "scopes"):
+        return f"{op} any of [{', '.join(node[1])}]"
+    if op == "kind":
+        return f"kind = {node[1]}"
+    if op == "not":
+        return f"not ({render_condition(node[1], names)})"
+    joiner = " and " if op == "all" else " or "
+    return "(" + joiner.join(render_condition(n, names) for n in node[1]) + ")"
+
+
+def _describe_identity(identity: Identity, names: dict) -> str:
+    def show(values):
+        return "[" + ", ".join(names.get(v, v) for v in values) + "]"
+
+    groups = "overage (too many to list)" if identity.groups_overage and not identity.groups else show(identity.groups)
+    if identity.groups_overage and identity.groups:
+        groups += " + overage"
+    return (
+        f"{identity.kind} token, oid={identity.oid}, tid={identity.tid}, client={identity.client_id}\n"
+        f"          groups={groups} roles={show(identity.roles)} scopes={show(identity.scopes)}"
+    )
+
+
+# ---------------------------------------------------------------- commands
+
+
+def cmd_check(args, out, err) -> int:
+    compiled = _compile(args, err)
+    if compiled is None:
+        return FAILED
+    n_routes = len(compiled.policy.routes)
+    print(
+        f"ok: {n_routes} routes from {len(compiled.files)} files, version {compiled.version}, "
+        f"{len(compiled.warnings)} warning{'s' if len(compiled.warnings) != 1 else ''}",
+        file=out,
+    )
+    if args.strict and compiled.warnings:
+        print("failing because of warnings (--strict)", file=err)
+        return FAILED
+    return OK
+
+
+def cmd_compile(args, out, err) -> int:
+    compiled = _compile(args, err)
+    if compiled is None:
+        return FAILED
+    if args.strict and compiled.warnings:
+        print("not written: warnings with --strict", file=err)
+        return FAILED
+    target = Path(args.out)
+    text = module_text(compiled)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if not target.exists() or target.read_text(encoding="utf-8") != text:
+            target.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        print(f"cannot write {target}: {exc}", file=err)
+        return USAGE
+    print(f"compiled {len(compiled.policy.routes)} routes -> {target} (version {compiled.version})", file=out)
+    return OK
+
+
+def cmd_explain(args, out, err) -> int:
+    if args.claims is not None and args.token is not None:
+        raise UsageError("give --claims or --token, not both")
+    identity = None
+    if args.token is not None:
+        claims = _claims_from_token(args.token)
+        print(
+            "NOTE: --token was decoded WITHOUT verifying its signature, issuer, audience or "
+            "expiry; this explains the policy only. The gateway verifies all of them.",
+            file=out,
+        )
+    elif args.claims is not None:
+        claims = _load_claims(args.claims)
+    else:
+        claims = None
+    if claims is not None:
+        try:
+            identity = identity_from_claims(claims)
+        except InvalidToken as exc:
+            raise UsageError(f"claims are not a valid Entra token payload: {exc.detail}") from None
+    host, raw_path = split_url(args.url)
+    method = args.method.upper()
+    compiled = _compile(args, err)
+    if compiled is None:
+        return FAILED
+    names = compiled.alias_names()
+    decision, route, path, detail = run_request(compiled.policy, method, args.url, identity)
+    print(f"policy    {args.policies} (version {compiled.version})", file=out)
+    print(f"request   {method} {args.url}", file=out)
+    print(f"host      {canonical_host(host)}", file=out)
+    if path is None:
+        print(f"path      {raw_path} refused: {detail} (400)", file=out)
+    else:
+        print(f"path      {path}  (decoded, as matched)", file=out)
+    print(f"identity  {_describe_identity(identity, names) if identity else 'none (no token)'}", file=out)
+    if route is None:
+        if path is not None:
+            print("route     none matches: default deny", file=out)
+    else:
+        specs = "; ".join(
+            f"{'any host' if h == '*' else h} {p} {' '.join(m)}" for h, p, m in route.match_spec
+        )
+        print(f"route     {route.name} [{route.source}] {specs}", file=out)
+        item = next(r for r in compiled.data["routes"] if r["name"] == route.name)
+        if item["public"]:
+            print("          public: no token needed", file=out)
+        if item["deny"] is not None:
+            print(f"  deny    {render_condition(item['deny'], names)}", file=out)
+        if item["allow"] is not None:
+            print(f"  allow   {render_condition(item['allow'], names)}", file=out)
+    verdict = "ALLOW" if decision.allowed else "DENY"
+    print(f"decision  {verdict}", file=out)
+    print(f"reason    {decision.reason}", file=out)
+    print(f"rule      {decision.rule or '-'}", file=out)
+    return OK
+
+
+def cmd_test(args, out, err) -> int:
+    from pydantic import ValidationError
+    import tomllib
+
+    from .compiler import validation_diagnostics
+    from .schema import TestFile
+
+    compiled = _compile(args, err)
+    if compiled is None:
+        return FAILED
+    tests_dir = Path(args.tests) if args.tests else Path(args.policies) / "tests"
+    files = sorted(p for p in tests_dir.glob("*.toml") if p.is_file())
+    if not files:
+        print(f"no test files (*.toml) in {tests_dir}", file=err)
+        print("0 passed, 0 failed", file=out)
+        return FAILED
+    passed = failed = 0
+    broken = False
+    for path in files:
+        text = path.read_text(encoding="utf-8")
+        try:
+            raw = tomllib.loads(text)
+            suite = TestFile.model_validate(raw)
+        except tomllib.TOMLDecodeError as exc:
+            print(f"{path}: error: TOML syntax: {exc}", file=err)
+            broken = True
+            continue
+        except ValidationError as exc:
+            _print_diagnostics(validation_diagnostics(str(path), text, raw, exc), err)
+            broken = True
+            continue
+        for i, case in enumerate(suite.cases):
+            label = f'{path} cases[{i}] "{case.name}"'
+            problem = _run_case(compiled, suite, case)
+            if problem is None:
+                passed += 1
+                if args.verbose:
+                    print(f"ok   {label}", file=out)
+            else:
+                failed += 1
+                print(f"FAIL {label}: {case.method} {case.url}\n     {problem}", file=out)
+    print(f"{passed} passed, {failed} failed", file=out)
+    return FAILED if failed or broken else OK
+
+
+def _run_case(compiled: Compiled, suite, case) -> str | None:
+    identity = None
+    claims = case.claims
+    if case.identity is not None:
+        if case.identity not in suite.identities:
+            known = ", ".join(sorted(suite.identities)) or "none"
+            return f"unknown identity {case.identity!r} (known: {known})"
+        claims = suite.identities[case.identity]
+    if claims is not None:
+        try:
+            identity = identity_from_claims(claims)
+        except InvalidToken as exc:
+            return f"claims are not a valid token payload: {exc.detail}"
+    decision, _route, _path, detail = run_request(compiled.policy, case.method, case.url, identity)
+    got = "allow" if decision.allowed else "deny"
+    wrong = []
+    if got != case.expect:
+        wrong.append(f"expected {case.expect}, got {got}")
+    if case.reason is not None and decision.reason != case.reason:
+        wrong.append(f"expected reason {case.reason}, got {decision.reason}")
+    if case.rule is not None and decision.rule != case.rule:
+        wrong.append(f"expected rule {case.rule}, got {decision.rule or 'none'}")
+    if not wrong:
+        return None
+    extra = f": {detail}" if detail else ""
+    return "; ".join(wrong) + f"  [decision: {got} ({decision.reason}{extra}), rule {decision.rule or 'none'}]"
+
+
+def _schema_for_editors(schema: dict) -> dict:
+    """Drop the `null` branches pydantic adds for optional keys: TOML has no null."""
+
+    def walk(node):
+        if isinstance(node, dict):
+            any_of = node.get("anyOf")
+            if isinstance(any_of, list):
+                kept = [n for n in any_of if n != {"type": "null"}]
+                if len(kept) != len(any_of):
+                    node = {k: v for k, v in node.items() if k != "anyOf"}
+                    if node.get("default", 0) is None:
+                        del node["default"]
+                    if len(kept) == 1:
+                        node = {**kept[0], **node}
+                    else:
+                        node["anyOf"] = kept
+            return {k: walk(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [walk(v) for v in node]
+        return node
+
+    return walk(schema)
+
+
+def cmd_schema(args, out, err) -> int:
+    schema = tests_json_schema() if args.tests else policy_json_schema()
+    print(json.dumps(_schema_for_editors(schema), indent=2, sort_keys=True), file=out)
+    return OK
+
+
+# ---------------------------------------------------------------- argument parsing
+
+DESCRIPTION = """\
+Policy tools for entragate. Policies are TOML files in policies/ (see policies/README.md);
+the Worker loads the compiled form, and `explain` and `test` run the Worker's own decision
+code (entragate.policy) on it.
+
+commands:
+  check    validate and compile in memory; print errors and warnings
+  compile  validate and write the module the Worker imports (POLICY_JSON, POLICY_VERSION)
+  explain  show which route a request hits, the decision, its reason code and rule
+  test     run the policy test cases in policies/tests/*.toml (like `opa test`)
+  schema   print the JSON Schema of policy files (or of test files with --tests)
+
+exit codes: 0 ok, 1 policy error or failing test, 2 usage error"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m entragate_tools",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def add(name, help_text, description):
+        p = sub.add_parser(name, help=help_text, description=description,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        p.add_argument("--policies", default="policies", metavar="DIR",
+                       help="directory of policy files (*.toml; default: policies)")
+        return p
+
+    p = add("check", "validate and compile in memory",
+            "Validate every policy file and compile in memory. Prints errors (file:line: location:"
+            " problem) and warnings (shadowed routes, ...). Exit 1 on any error.")
+    p.add_argument("--strict", action="store_true", help="treat warnings as errors")
+    p.set_defaults(func=cmd_check)
+
+    p = add("compile", "write the compiled policy module",
+            "Validate, compile and write a Python module holding POLICY_JSON (the compiled policy"
+            " as a JSON string) and POLICY_VERSION (short sha256 of it). Output is deterministic.")
+    p.add_argument("--out", default="src/compiled_policy.py", metavar="FILE",
+                   help="module to write (default: src/compiled_policy.py)")
+    p.add_argument("--strict", action="store_true", help="refuse to write if there are warnings")
+    p.set_defaults(func=cmd_compile)
+
+    p = add("explain", "explain the decision for one request",
+            "Run one request through the compiled policy and print the route it matches, the"
+            " decision, the reason code and the rule. Identity from --claims (JSON, or @file) or"
+            " --token (a JWT decoded WITHOUT signature verification, for explanation only);"
+            " neither means a request without a token.\n\n"
+            "example: explain --method POST https://app.example.com/api/items --claims @alice.json")
+    p.add_argument("url", help="full request URL, e.g. https://api.example.com/api/items")
+    p.add_argument("--method", "-X", default="GET", help="HTTP method (default GET)")
+    p.add_argument("--claims", metavar="JSON|@FILE", help="token claims as JSON or @file")
+    p.add_argument("--token", metavar="JWT", help="an access token; its signature is NOT checked")
+    p.set_defaults(func=cmd_explain)
+
+    p = add("test", "run the policy test cases",
+            "Run every case in the test files: identity (claims) + request -> expected allow/deny,"
+            " optionally the reason code and rule. Prints each failure and a summary line"
+            " 'N passed, M failed'. Exit 1 on any failure.")
+    p.add_argument("--tests", metavar="DIR", help="test directory (default: <policies>/tests)")
+    p.add_argument("--verbose", "-v", action="store_true", help="also list passing cases")
+    p.set_defaults(func=cmd_test)
+
+    p = add("schema", "print the JSON Schema",
+            "Print the JSON Schema for policy files, for editor completion and checking (for"
+            " example with taplo / Even Better TOML: `#:schema ./policy.schema.json`).")
+    p.add_argument("--tests", action="store_true", help="schema of test files instead")
+    p.set_defaults(func=cmd_schema)
+    return parser
+
+
+def main(argv=None, out=None, err=None) -> int:
+    out = out or sys.stdout
+    err = err or sys.stderr
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help (0) or a usage error (2)
+        return exc.code if isinstance(exc.code, int) else USAGE
+    try:
+        return args.func(args, out, err)
+    except UsageError as exc:
+        print(f"error: {exc}", file=err)
+        return USAGE
