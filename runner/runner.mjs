@@ -4,7 +4,10 @@
 // wrangler's getPlatformProxy(). It exists because `wrangler dev` cannot start a Python
 // Worker without network access. It contains no gateway logic.
 //
-//   node runner/runner.mjs [--port 8787] [--var KEY:VALUE]... [--persist-to DIR] [--no-build]
+//   node runner/runner.mjs [--port 8787] [--var KEY:VALUE]... [--persist-to DIR] [--main FILE] [--no-build]
+//
+// Like `wrangler dev`, it reads wrangler.toml (main, [vars], KV bindings, [build]) and
+// .dev.vars; --var overrides a variable and --main the entry file.
 //
 // Prints one JSON line {"ready": true, "url": ..., "startup_ms": ...} on stdout when ready.
 
@@ -15,7 +18,11 @@ import { Readable } from "node:stream";
 import { parseArgs } from "node:util";
 import path from "node:path";
 
-import { PROJECT_DIR, describeError, loadPythonRuntime } from "./pyodide_runtime.mjs";
+import { PROJECT_DIR, PYODIDE_PROJECT_DIR, describeError, loadPythonRuntime } from "./pyodide_runtime.mjs";
+
+// Cloudflare accepts up to 128 KB of request headers (Node's default is 16 KB), so the
+// Worker, not the runner, decides what to do with a large Authorization header.
+const CLOUDFLARE_REQUEST_HEADER_LIMIT = 128 * 1024;
 
 function parseCommandLine(argv) {
   const { values } = parseArgs({
@@ -26,6 +33,7 @@ function parseCommandLine(argv) {
       var: { type: "string", multiple: true, default: [] },
       config: { type: "string", default: path.join(PROJECT_DIR, "wrangler.toml") },
       "persist-to": { type: "string", default: path.join(PROJECT_DIR, ".wrangler", "state") },
+      main: { type: "string" },
       "no-build": { type: "boolean", default: false },
     },
   });
@@ -90,20 +98,29 @@ function makeContext() {
   };
 }
 
-async function loadWorker(env) {
+// Imports the Worker's main module the way the runtime does: its folder is the module
+// root, and `Default` is the entrypoint class.
+async function loadWorker(env, mainPath) {
   const pyodide = await loadPythonRuntime({ env });
+  const relative = path.relative(PROJECT_DIR, path.resolve(PROJECT_DIR, mainPath));
+  if (relative.startsWith("..")) throw new Error(`main must be inside the project: ${mainPath}`);
+  const moduleRoot = path.posix.join(PYODIDE_PROJECT_DIR, path.dirname(relative));
+  const moduleName = path.basename(relative, ".py");
   const importStarted = performance.now();
   await pyodide.runPythonAsync(`
-import entry
+import importlib, sys
+sys.path.insert(0, ${JSON.stringify(moduleRoot)})
+_worker_module = importlib.import_module(${JSON.stringify(moduleName)})
 import workers
 
 async def _runner_handle(js_request, ctx, env):
-    worker = entry.Default(ctx, env)
+    worker = _worker_module.Default(ctx, env)
     response = await worker.fetch(workers.Request(js_request))
     return response.js_object
 `);
   const importMs = performance.now() - importStarted;
-  return { handle: pyodide.globals.get("_runner_handle"), importMs };
+  const python = pyodide.runPython("import sys; sys.version.split()[0]");
+  return { handle: pyodide.globals.get("_runner_handle"), importMs, python };
 }
 
 function toWebRequest(req, host, port) {
@@ -150,9 +167,10 @@ async function main() {
 
   const proxy = await wrangler.getPlatformProxy({ configPath: options.config, persist: { path: options["persist-to"] } });
   const env = buildEnv(proxy.env, config, options.vars);
-  const { handle, importMs } = await loadWorker(env);
+  const mainPath = options.main ?? path.relative(PROJECT_DIR, config.main);
+  const { handle, importMs, python } = await loadWorker(env, mainPath);
 
-  const server = createServer(async (req, res) => {
+  const server = createServer({ maxHeaderSize: CLOUDFLARE_REQUEST_HEADER_LIMIT }, async (req, res) => {
     const { ctx, pending } = makeContext();
     try {
       const response = await handle(toWebRequest(req, options.host, options.port), ctx, env);
@@ -170,8 +188,8 @@ async function main() {
     const { port } = server.address();
     const url = `http://${options.host}:${port}`;
     const startupMs = Math.round(performance.now() - started);
-    log(`ready on ${url} (start-up ${startupMs} ms, Worker import ${Math.round(importMs)} ms)`);
-    console.log(JSON.stringify({ ready: true, url, startup_ms: startupMs, import_ms: Math.round(importMs) }));
+    log(`ready on ${url}: ${mainPath} on Python ${python} (start-up ${startupMs} ms, Worker import ${Math.round(importMs)} ms)`);
+    console.log(JSON.stringify({ ready: true, url, python, main: mainPath, startup_ms: startupMs, import_ms: Math.round(importMs) }));
   });
 
   const stop = async () => {

@@ -1,0 +1,58 @@
+# entragate: every command installs what it needs (uv via pip, npm ci) on a fresh machine.
+SHELL := /bin/bash
+UV := $(shell command -v uv 2>/dev/null || echo python3 -m uv)
+PY := $(UV) run --frozen python
+PORT ?= 8787
+PYTEST_ARGS ?=
+
+.PHONY: setup policy test test-host test-runtime demo dev deploy check bench clean
+
+setup: .venv/.synced node_modules/.installed
+
+.venv/.synced: pyproject.toml uv.lock
+	@$(UV) --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
+	$(UV) sync --frozen
+	@touch $@
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+# Compile policies/ into src/compiled_policy.py (also wrangler's [build] command).
+policy: setup
+	$(PY) tools/entragate.py compile
+
+# Every test layer: host (CPython) and runtime (the Worker under the offline Pyodide runner).
+test: policy
+	$(UV) run --frozen pytest $(PYTEST_ARGS)
+
+test-host: policy
+	$(UV) run --frozen pytest tests/host $(PYTEST_ARGS)
+
+test-runtime: policy
+	$(UV) run --frozen pytest tests/runtime $(PYTEST_ARGS)
+
+# Mock Entra tenant + echo origin + the gateway, offline; prints curl lines. Ctrl-C stops all.
+demo: policy
+	$(PY) scripts/demo.py --port $(PORT)
+
+# The real thing (needs network): Python Workers runtime via pywrangler.
+dev: setup
+	$(UV) run --frozen pywrangler dev
+
+deploy: setup
+	$(UV) run --frozen pywrangler deploy
+
+# Offline bundle check: vendor the edge dependencies as pywrangler would, then a dry-run deploy.
+check: policy
+	rm -rf python_modules dist
+	$(UV) export --frozen --no-dev --no-emit-project --no-hashes --quiet | $(UV) pip install --quiet --no-deps --target python_modules -r /dev/stdin
+	npx wrangler deploy --dry-run --outdir dist 2>&1 | grep -v nodedir | tee dist.log | grep -E "Total Upload|python_modules|Error" || true
+	@grep -q "Total Upload" dist.log && echo "edge dependencies: $$(ls python_modules | grep -v dist-info | tr '\n' ' ')"
+	@rm -f dist.log
+
+bench: policy
+	$(PY) bench/run.py
+
+clean:
+	rm -rf python_modules dist .wrangler/test-scratch src/compiled_policy.py

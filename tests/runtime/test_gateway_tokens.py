@@ -1,0 +1,139 @@
+"""The Worker's entry under the offline runner, with real HTTP on loopback: token checks end
+to end, KV-backed key cache across runner starts, and fail-closed on key outages."""
+
+import base64
+import http.client
+import json
+from urllib.parse import urlsplit
+
+import pytest
+from fixtures.stack import Stack, environment_ok
+
+pytestmark = pytest.mark.skipif(environment_ok() is not None, reason=str(environment_ok()))
+
+
+@pytest.fixture(scope="module")
+def stack():
+    with Stack() as running:
+        yield running
+
+
+def problem(body: bytes) -> dict:
+    return json.loads(body)
+
+
+def test_valid_token_is_forwarded_to_the_origin_intact(stack):
+    token = stack.tenant.mint()
+    status, _, body = stack.request("GET", "/api/items/7?expand=all&x=%2F", token=token)
+    echo = json.loads(body)
+    assert status == 200
+    assert echo["method"] == "GET" and echo["path"] == "/api/items/7" and echo["query"] == "expand=all&x=%2F"
+
+
+@pytest.mark.parametrize("version,kind,method,path", [
+    ("1.0", "user", "GET", "/api/v1"),
+    ("2.0", "app", "GET", "/internal/jobs"),
+    ("1.0", "app", "POST", "/internal/jobs"),
+])
+def test_v1_v2_user_and_app_tokens(stack, version, kind, method, path):
+    token = stack.tenant.mint(version=version, kind=kind)
+    status, _, body = stack.request(method, path, token=token, body=b"{}" if method == "POST" else None)
+    assert status == 200, body
+
+
+def test_missing_token_is_401_with_a_bare_challenge(stack):
+    status, headers, body = stack.request("GET", "/api/items")
+    assert status == 401
+    assert headers["WWW-Authenticate"] == 'Bearer realm="entragate"'
+    assert problem(body)["error"] == "missing_token" and problem(body)["request_id"] == headers["x-request-id"]
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def invalid_tokens(tenant):
+    good = tenant.mint()
+    header, payload, signature = good.split(".")
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    return {
+        "expired": tenant.mint(now=1_600_000_000),
+        "not yet valid": tenant.mint(claims={"nbf": claims["iat"] + 3600}),
+        "graph audience": tenant.mint(audience="00000003-0000-0000-c000-000000000000"),
+        "other issuer": tenant.mint(claims={"iss": "https://sts.windows.net/" + tenant.tenant_id}),
+        "other tenant": tenant.mint(tid="0a0b0c0d-1111-4222-8333-444455556666"),
+        "alg none": f"{_b64(json.dumps({'alg': 'none', 'kid': tenant.signing_kid}).encode())}.{payload}.{signature}",
+        "tampered": f"{header}.{_b64(json.dumps({**claims, 'roles': ['Admin']}).encode())}.{signature}",
+        "string exp": tenant.mint(claims={"exp": str(claims["exp"])}),
+        "jku header": tenant.mint(headers={"jku": "http://127.0.0.1:1/keys"}),
+        "unknown kid": tenant.mint(headers={"kid": "no-such-key"}),
+        "two segments": f"{header}.{payload}",
+        "oversized": good + "A" * 17_000,
+    }
+
+
+@pytest.mark.parametrize("case", [
+    "expired", "not yet valid", "graph audience", "other issuer", "other tenant", "alg none",
+    "tampered", "string exp", "jku header", "unknown kid", "two segments", "oversized",
+])
+def test_each_invalid_class_is_401_and_never_echoes_the_token(stack, case):
+    token = invalid_tokens(stack.tenant)[case]
+    status, headers, body = stack.request("GET", "/api/items", token=token)
+    assert status == 401, (case, body)
+    assert headers["WWW-Authenticate"].startswith('Bearer realm="entragate", error="invalid_token"')
+    assert token[-40:] not in body.decode() and token[-40:] not in headers["WWW-Authenticate"]
+    assert problem(body)["error"] in ("invalid_token", "malformed_credential")
+
+
+@pytest.mark.parametrize("authorization", ["Bearer", "Bearer ", "Basic dXNlcjpwYXNz", "Bearer a.b.c d", "bearer"])
+def test_malformed_authorization_is_401(stack, authorization):
+    status, _, _ = stack.request("GET", "/api/items", headers={"Authorization": authorization})
+    assert status == 401
+
+
+def test_scheme_is_case_insensitive(stack):
+    status, _, _ = stack.request("GET", "/api/items", headers={"Authorization": "bEaReR " + stack.tenant.mint()})
+    assert status == 200
+
+
+def test_two_authorization_headers_are_401(stack):
+    token = stack.tenant.mint()
+    url = urlsplit(stack.url)
+    connection = http.client.HTTPConnection(url.hostname, url.port, timeout=30)
+    connection.putrequest("GET", "/api/items")
+    connection.putheader("Authorization", f"Bearer {token}")
+    connection.putheader("Authorization", f"Bearer {token}")
+    connection.endheaders()
+    response = connection.getresponse()
+    assert response.status == 401
+    assert json.loads(response.read())["error"] == "malformed_credential"
+    connection.close()
+
+
+def test_key_set_is_cached_in_kv_and_reused_by_a_new_runner(tmp_path):
+    with Stack(persist_to=tmp_path) as stack:
+        assert stack.request("GET", "/api/a", token=stack.tenant.mint())[0] == 200
+        assert stack.tenant.hits("jwks") == 1
+        stack.restart_runner()  # a new isolate: empty memory, same KV
+        stack.tenant.reset_hits()
+        assert stack.request("GET", "/api/a", token=stack.tenant.mint())[0] == 200
+        assert stack.tenant.hits("jwks") == 0 and stack.tenant.hits("discovery") == 0
+
+
+def test_no_keys_at_all_is_503_never_allow():
+    with Stack() as stack:
+        stack.tenant.set_mode("error500", target="all")
+        status, headers, body = stack.request("GET", "/api/a", token=stack.tenant.mint())
+        assert status == 503 and problem(body)["error"] == "keys_unavailable"
+        assert "refresh failed" in stack.runner.stderr or "key refresh failed" in stack.runner.stderr
+
+
+def test_last_known_good_keys_keep_serving_when_the_tenant_goes_down():
+    with Stack(JWKS_COOLDOWN_SECONDS="0") as stack:
+        assert stack.request("GET", "/api/a", token=stack.tenant.mint())[0] == 200
+        stack.tenant.set_mode("error500", target="all")
+        # An unknown kid forces a refresh, which fails...
+        assert stack.request("GET", "/api/a", token=stack.tenant.mint(headers={"kid": "rotated-away"}))[0] == 401
+        # ...and valid tokens still pass on the last-known-good keys.
+        assert stack.request("GET", "/api/a", token=stack.tenant.mint())[0] == 200
+        assert stack.tenant.hits("discovery") >= 2
