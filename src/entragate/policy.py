@@ -4,12 +4,13 @@ The build-time compiler (`entragate_tools`) turns the TOML files in `policies/` 
 JSON; the Worker and the CLI (`explain`, `test`) both load it with `Policy.from_json`, so the
 CLI runs exactly the decision code the edge runs.
 
-Compiled form (format 1)::
+Compiled form (format 2)::
 
-    {"format": 1, "version": "<12 hex>",
+    {"format": 2, "version": "<12 hex>",
      "routes": [{"name": str, "source": str, "public": bool, "origin": str | null,
                  "allow": COND | null, "deny": COND | null,
-                 "match": [[HOST, PATTERN, [METHOD, ...]], ...]}, ...]}
+                 "match": [[HOST, PATTERN, [METHOD, ...]], ...]}, ...],
+     "index": {"exact": {HOST: NODE}, "wild": {SUFFIX: NODE}, "any": NODE | null}}
 
     HOST    "*" (any host) | "*.example.com" (any host below example.com) | "api.example.com"
     PATTERN "/a/b" | "/a/*/c" (`*` = exactly one non-empty segment) | "/a/**" (`/a` and
@@ -18,6 +19,14 @@ Compiled form (format 1)::
     COND    ["true"] | ["groups"|"roles"|"scopes"|"clients"|"tenants"|"users", [str, ...]]
             | ["kind", "user"|"app"] | ["any", [COND, ...]] | ["all", [COND, ...]]
             | ["not", COND]
+    SUFFIX  "example.com" for the wildcard host "*.example.com"
+    NODE    {"l": {SEGMENT: NODE}, "s": NODE, "e": SLOT, "d": SLOT}, keys omitted when empty:
+            literal children, the `*` child, routes whose pattern ends here, routes whose
+            pattern ends with `**` here
+    SLOT    [{METHOD: route index}, index of the route that owns the pattern]
+
+`routes[i].match` is what the index was built from (the compiler builds and checks the
+index; the edge only reads it).
 
 Precedence (deterministic, independent of file order):
 1. host: exact host, then wildcard hosts from the longest suffix to the shortest, then
@@ -42,12 +51,14 @@ denied_by_rule, condition_not_met, insufficient_scope (the allow condition fails
 hold if the token also had the scopes the route names), groups_overage.
 """
 
+import gc
+import json
 from dataclasses import dataclass, replace
 
 from .identity import Identity
 from .paths import canonical_host
 
-FORMAT = 1
+FORMAT = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,146 +238,106 @@ class Route:
         return f"Route({self.name!r})"
 
 
-class _Slot:
-    """The routes that share one (host, pattern): a method table."""
-
-    __slots__ = ("methods", "any_route", "refusal", "first")
-
-    def __init__(self):
-        self.methods: dict = {}
-        self.any_route = None
-        self.refusal = None
-        self.first = None
-
-    def add(self, methods, route: Route) -> None:
-        if self.first is None:
-            self.first = route
-        for method in methods:
-            if method == "*":
-                if self.any_route is not None or self.methods:
-                    raise ValueError(f"duplicate route: {route.name}")
-                self.any_route = route
-            else:
-                if self.any_route is not None or method in self.methods:
-                    raise ValueError(f"duplicate route: {route.name} ({method})")
-                self.methods[method] = route
-
-    def pick(self, method: str) -> Route:
-        route = self.methods.get(method)
-        if route is not None:
-            return route
-        if self.any_route is not None:
-            return self.any_route
-        if self.refusal is None:
-            first = self.first
-            self.refusal = Route(
-                first.name, first.source, match_spec=first.match_spec,
-                fixed_decision=Decision(False, "method_not_allowed", first.name),
-            )
-        return self.refusal
-
-
-class _Node:
-    __slots__ = ("lit", "star", "end", "dstar")
-
-    def __init__(self):
-        self.lit: dict = {}
-        self.star = None
-        self.end = None
-        self.dstar = None
-
-
-def split_pattern(pattern: str) -> list:
-    return pattern[1:].split("/")
-
-
-def _insert(root: _Node, pattern: str) -> _Slot:
-    node = root
-    segs = split_pattern(pattern)
-    for i, seg in enumerate(segs):
-        if seg == "**":
-            if i != len(segs) - 1:
-                raise ValueError(f"'**' must be the last segment: {pattern}")
-            if node.dstar is None:
-                node.dstar = _Slot()
-            return node.dstar
-        if seg == "*":
-            if node.star is None:
-                node.star = _Node()
-            node = node.star
-        else:
-            child = node.lit.get(seg)
-            if child is None:
-                child = node.lit[seg] = _Node()
-            node = child
-    if node.end is None:
-        node.end = _Slot()
-    return node.end
-
-
-def _find(node: _Node, segs: list, i: int):
+def _find(node: dict, segs: list, i: int):
+    """Best slot for segs[i:] below node: literal child, then `*` child (non-empty segment
+    only), then the node's `**`; backtracks when a more specific branch has no match."""
     if i == len(segs):
-        return node.end or node.dstar
+        return node.get("e") or node.get("d")
     seg = segs[i]
-    child = node.lit.get(seg)
-    if child is not None:
-        found = _find(child, segs, i + 1)
-        if found is not None:
-            return found
-    if node.star is not None and seg:
-        found = _find(node.star, segs, i + 1)
-        if found is not None:
-            return found
-    return node.dstar
+    lit = node.get("l")
+    if lit is not None:
+        child = lit.get(seg)
+        if child is not None:
+            found = _find(child, segs, i + 1)
+            if found is not None:
+                return found
+    if seg:
+        star = node.get("s")
+        if star is not None:
+            found = _find(star, segs, i + 1)
+            if found is not None:
+                return found
+    return node.get("d")
 
 
 class Policy:
-    """The route index: exact hosts (dict), wildcard hosts (dict by suffix), any host; each
-    a trie over path segments. A match costs a few dict lookups per path segment, however
-    many routes there are."""
+    """The route index, as compiled: exact hosts (dict), wildcard hosts (dict by suffix), any
+    host; each a trie over path segments (see `_find`). A match costs a few dict lookups per
+    path segment however many routes there are. The index arrives ready-made in the compiled
+    JSON, so loading is `json.loads` plus a few attribute stores; Route objects (and their
+    condition closures) are built on first use."""
 
-    __slots__ = ("version", "routes", "_exact", "_wild", "_any")
+    __slots__ = ("version", "_data", "_routes", "_refusals", "_exact", "_wild", "_any")
 
-    def __init__(self, version: str, routes: tuple):
-        self.version = version
-        self.routes = routes
-        self._exact: dict = {}
-        self._wild: dict = {}
-        self._any = None
+    def __init__(self, data: dict):
+        self.version = str(data.get("version", ""))
+        self._data = data["routes"]
+        self._routes: list = [None] * len(self._data)
+        self._refusals: dict = {}
+        index = data["index"]
+        self._exact: dict = index.get("exact") or {}
+        self._wild: dict = index.get("wild") or {}
+        self._any = index.get("any")
 
     @classmethod
     def from_json(cls, data: dict) -> "Policy":
         if not isinstance(data, dict) or data.get("format") != FORMAT:
-            raise ValueError(f"compiled policy: expected format {FORMAT}")
-        routes = []
-        policy = cls(str(data.get("version", "")), ())
-        for item in data["routes"]:
+            raise ValueError(f"compiled policy: expected format {FORMAT}; recompile the policies")
+        if not isinstance(data.get("routes"), list) or not isinstance(data.get("index"), dict):
+            raise ValueError("compiled policy: routes and index are required")
+        return cls(data)
+
+    @classmethod
+    def loads(cls, text: str) -> "Policy":
+        """`from_json(json.loads(text))`, with the cyclic garbage collector paused while the
+        (acyclic) JSON is parsed: a large policy allocates many small containers, and letting
+        the collector rescan them over and over costs more than the parse itself."""
+        enabled = gc.isenabled()
+        gc.disable()
+        try:
+            data = json.loads(text)
+        finally:
+            if enabled:
+                gc.enable()
+        return cls.from_json(data)
+
+    @property
+    def routes(self) -> tuple:
+        return tuple(self.route(i) for i in range(len(self._routes)))
+
+    def route(self, index: int) -> Route:
+        route = self._routes[index]
+        if route is None:
+            item = self._data[index]
             route = Route(
                 item["name"], item.get("source", ""), bool(item.get("public", False)),
-                item.get("origin"), item.get("allow"), item.get("deny"),
-                tuple(tuple(m) for m in item["match"]),
+                item.get("origin"), item.get("allow"), item.get("deny"), item.get("match", ()),
             )
             if not route.public and route._allow_json is None and route._deny_json is None:
-                raise ValueError(f"route {route.name} has no condition")
-            routes.append(route)
-            for host, pattern, methods in item["match"]:
-                _insert(policy._root(host), pattern).add(methods, route)
-        policy.routes = tuple(routes)
-        return policy
+                raise ValueError(f"compiled policy: route {route.name} has no condition")
+            self._routes[index] = route
+        return route
 
-    def _root(self, host: str) -> _Node:
-        if host == "*":
-            if self._any is None:
-                self._any = _Node()
-            return self._any
-        table, key = (self._wild, host[2:]) if host.startswith("*.") else (self._exact, host)
-        root = table.get(key)
-        if root is None:
-            root = table[key] = _Node()
-        return root
+    def _pick(self, slot: list, method: str) -> Route:
+        methods = slot[0]
+        index = methods.get(method)
+        if index is None:
+            index = methods.get("*")
+        if index is not None:
+            return self.route(index)
+        # The most specific pattern owns the path, and none of its routes takes this method.
+        refusal = self._refusals.get(slot[1])
+        if refusal is None:
+            owner = self.route(slot[1])
+            refusal = self._refusals[slot[1]] = Route(
+                owner.name, owner.source, match_spec=owner.match_spec,
+                fixed_decision=Decision(False, "method_not_allowed", owner.name),
+            )
+        return refusal
 
     def match(self, method: str, host: str, path: str) -> Route | None:
-        """`path` is the output of `paths.canonical_path`; `method` upper-case."""
+        """`path` is the output of `paths.canonical_path`; `method` upper-case. Returns the
+        route that decides, None when no route matches (default deny)."""
         segs = path[1:].split("/")
         host = canonical_host(host)
         if self._exact:
@@ -374,7 +345,7 @@ class Policy:
             if root is not None:
                 slot = _find(root, segs, 0)
                 if slot is not None:
-                    return slot.pick(method)
+                    return self._pick(slot, method)
         if self._wild:
             dot = host.find(".")
             while dot != -1:
@@ -382,12 +353,12 @@ class Policy:
                 if root is not None:
                     slot = _find(root, segs, 0)
                     if slot is not None:
-                        return slot.pick(method)
+                        return self._pick(slot, method)
                 dot = host.find(".", dot + 1)
         if self._any is not None:
             slot = _find(self._any, segs, 0)
             if slot is not None:
-                return slot.pick(method)
+                return self._pick(slot, method)
         return None
 
     def decide(self, method: str, host: str, path: str, identity: Identity | None) -> Decision:

@@ -244,7 +244,7 @@ def cmd_test(args, out, err) -> int:
             broken = True
             continue
         except ValidationError as exc:
-            _print_diagnostics(validation_diagnostics(str(path), text, raw, exc), err)
+            _print_diagnostics(validation_diagnostics(str(path), text, raw, exc, TestFile), err)
             broken = True
             continue
         for i, case in enumerate(suite.cases):

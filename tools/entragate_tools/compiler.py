@@ -13,11 +13,13 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pydantic import ValidationError
+from typing import get_args
 
-from entragate.policy import FORMAT, Policy, split_pattern
+from pydantic import BaseModel, ValidationError
 
-from .schema import PolicyFile, Route, is_guid
+from entragate.policy import FORMAT, Policy
+
+from .schema import PolicyFile, is_guid
 
 ALIAS_KINDS = ("groups", "users", "clients", "tenants")
 _VALUE_FIELDS = ("groups", "roles", "scopes", "clients", "tenants", "users")
@@ -80,13 +82,18 @@ def format_loc(loc: tuple) -> str:
 
 
 class LineFinder:
-    """Cheap line lookup in TOML text: `[[routes]]` headers, alias tables, `key =` lines."""
+    """Cheap line lookup in TOML text: `[[routes]]` (any array of tables) headers, `[table]`
+    headers, and `key =` lines inside them. Returns 1-based lines, or None."""
 
     def __init__(self, text: str):
         self.lines = text.splitlines()
-        self.route_starts = [
-            i for i, line in enumerate(self.lines) if re.match(r"\s*\[\[\s*routes\s*\]\]", line)
-        ]
+        self._arrays: dict = {}
+
+    def _array(self, name: str) -> list:
+        if name not in self._arrays:
+            header = re.compile(rf"\s*\[\[\s*{re.escape(name)}\s*\]\]")
+            self._arrays[name] = [i for i, line in enumerate(self.lines) if header.match(line)]
+        return self._arrays[name]
 
     def _table(self, name: str) -> int | None:
         for i, line in enumerate(self.lines):
@@ -94,9 +101,9 @@ class LineFinder:
                 return i
         return None
 
-    def _key(self, key: str, start: int, end: int) -> int | None:
+    def _key(self, key: str, start: int, end: int, array: str) -> int | None:
         pattern = re.compile(
-            rf"\s*(\"?{re.escape(key)}\"?\s*=|\[\s*routes\s*\.\s*{re.escape(key)}\b)"
+            rf"\s*(\"?{re.escape(key)}\"?\s*=|\[\s*{re.escape(array)}\s*\.\s*{re.escape(key)}\b)"
         )
         for i in range(start, min(end, len(self.lines))):
             if pattern.match(self.lines[i]):
@@ -104,26 +111,25 @@ class LineFinder:
         return None
 
     def find(self, loc: tuple) -> int | None:
-        if not loc:
+        if not loc or not isinstance(loc[0], str):
             return None
-        if loc[0] == "routes" and len(loc) > 1 and isinstance(loc[1], int):
-            if loc[1] >= len(self.route_starts):
+        if len(loc) > 1 and isinstance(loc[1], int):
+            starts = self._array(loc[0])
+            if loc[1] >= len(starts):
                 return None
-            start = self.route_starts[loc[1]]
-            end = self.route_starts[loc[1] + 1] if loc[1] + 1 < len(self.route_starts) else len(self.lines)
+            start = starts[loc[1]]
+            end = starts[loc[1] + 1] if loc[1] + 1 < len(starts) else len(self.lines)
             keys = [p for p in loc[2:] if isinstance(p, str)]
-            found = self._key(keys[0], start, end) if keys else None
+            found = self._key(keys[0], start, end, loc[0]) if keys else None
             return (found if found is not None else start) + 1
-        if loc[0] in ALIAS_KINDS:
-            start = self._table(loc[0])
-            if start is None:
-                return None
-            if len(loc) > 1 and isinstance(loc[1], str):
-                found = self._key(loc[1], start + 1, len(self.lines))
-                if found is not None:
-                    return found + 1
-            return start + 1
-        return None
+        start = self._table(loc[0])
+        if start is None:
+            return None
+        if len(loc) > 1 and isinstance(loc[1], str):
+            found = self._key(loc[1], start + 1, len(self.lines), loc[0])
+            if found is not None:
+                return found + 1
+        return start + 1
 
 
 def _route_label(raw: dict, index: int) -> str:
@@ -142,25 +148,40 @@ def describe_loc(raw: dict, loc: tuple) -> str:
     return format_loc(loc)
 
 
-_KNOWN_KEYS = {
-    "routes": set(Route.model_fields),
-    "cond": {"authenticated", "groups", "roles", "scopes", "clients", "tenants", "users", "kind", "any", "all", "not"},
-    "file": {"groups", "users", "clients", "tenants", "routes"},
-}
+def _inner_model(annotation):
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in get_args(annotation):
+        found = _inner_model(arg)
+        if found is not None:
+            return found
+    return None
 
 
-def _message(err: dict) -> str:
+def _keys(model) -> dict:
+    return {(info.alias or name): info for name, info in model.model_fields.items()}
+
+
+def _known_keys(model, loc: tuple) -> list:
+    """The keys allowed at `loc` (the table that holds an unknown key)."""
+    current = model
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        info = _keys(current).get(part)
+        current = None if info is None else _inner_model(info.annotation)
+        if current is None:
+            return []
+    return sorted(_keys(current))
+
+
+def _message(err: dict, model) -> str:
     loc = err["loc"]
     if err["type"] == "extra_forbidden":
         key = str(loc[-1])
-        if len(loc) == 1:
-            known = _KNOWN_KEYS["file"]
-        elif len(loc) == 3 and loc[0] == "routes":
-            known = _KNOWN_KEYS["routes"]
-        else:
-            known = _KNOWN_KEYS["cond"]
-        close = difflib.get_close_matches(key, sorted(known), n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else f" (known: {', '.join(sorted(known))})"
+        known = _known_keys(model, loc[:-1])
+        close = difflib.get_close_matches(key, known, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else f" (known: {', '.join(known)})"
         return f"unknown key {key!r}{hint}"
     msg = err["msg"]
     if msg.startswith("Value error, "):
@@ -173,12 +194,12 @@ def _message(err: dict) -> str:
     return msg
 
 
-def validation_diagnostics(file: str, text: str, raw: dict, exc: ValidationError) -> list:
+def validation_diagnostics(file: str, text: str, raw: dict, exc: ValidationError, model=PolicyFile) -> list:
     finder = LineFinder(text)
     out = []
     for err in exc.errors():
         loc = err["loc"]
-        out.append(Diagnostic("error", file, describe_loc(raw, loc), _message(err), finder.find(loc)))
+        out.append(Diagnostic("error", file, describe_loc(raw, loc), _message(err, model), finder.find(loc)))
     return out
 
 
@@ -250,15 +271,15 @@ class _Ctx:
         self.errors = errors
         self.warnings = warnings
 
-    def _diag(self, severity: str, loc: tuple, message: str) -> Diagnostic:
+    def diagnostic(self, severity: str, loc: tuple, message: str) -> Diagnostic:
         full = ("routes", self.index) + loc
         return Diagnostic(severity, self.src.label, describe_loc(self.src.raw, full), message, self.src.finder.find(full))
 
     def error(self, loc: tuple, message: str) -> None:
-        self.errors.append(self._diag("error", loc, message))
+        self.errors.append(self.diagnostic("error", loc, message))
 
     def warn(self, loc: tuple, message: str) -> None:
-        self.warnings.append(self._diag("warning", loc, message))
+        self.warnings.append(self.diagnostic("warning", loc, message))
 
 
 def _resolve(kind: str, values: list, aliases: dict, ctx: _Ctx, loc: tuple) -> list:
@@ -324,10 +345,11 @@ def _host_text(host: str) -> str:
 
 
 def compile_sources(sources: list, errors: list, warnings: list):
+    """-> (aliases, routes JSON, the _Ctx of each route)."""
     aliases = _collect_aliases(sources, errors)
     routes_json = []
+    ctxs = []
     names: dict = {}
-    slots: dict = {}  # (host, pattern) -> [(methods set, ctx, route name)]
     for src in sources:
         stem = src.path.name
         for index, route in enumerate(src.model.routes):
@@ -346,51 +368,85 @@ def compile_sources(sources: list, errors: list, warnings: list):
             }
             if route.allow is not None and item["deny"] == ["true"]:
                 ctx.warn(("allow",), "allow can never apply: deny holds for every token")
-            hosts = route.hosts or ["*"]
             methods = sorted(set(route.methods or ["*"]))
             if "*" in methods:
                 methods = ["*"]
             match = []
-            seen = set()
-            for host in hosts:
+            for host in route.hosts or ["*"]:
                 for pattern in route.paths:
-                    if (host, pattern) in seen:
+                    if [host, pattern, methods] in match:
                         ctx.warn(("paths",), f"{_host_text(host)} path {pattern} is listed twice")
                         continue
-                    seen.add((host, pattern))
-                    _check_duplicate(slots, host, pattern, set(methods), ctx, name)
                     match.append([host, pattern, methods])
             item["match"] = match
             routes_json.append(item)
-    return aliases, routes_json
+            ctxs.append(ctx)
+    return aliases, routes_json, ctxs
 
 
-def _check_duplicate(slots: dict, host: str, pattern: str, methods: set, ctx: _Ctx, name: str) -> None:
-    entries = slots.setdefault((host, pattern), [])
-    for other_methods, other_ctx, other_name in entries:
-        if "*" in methods:
-            overlap = other_methods
-        elif "*" in other_methods:
-            overlap = methods
+# ---------------------------------------------------------------- the index
+#
+# Built here, read by entragate.policy (see its docstring for the node layout). Building it
+# is also where duplicate routes show up: two routes in one slot with an overlapping method.
+
+
+def _index_root(index: dict, host: str) -> dict:
+    if host == "*":
+        if index["any"] is None:
+            index["any"] = {}
+        return index["any"]
+    table, key = (index["wild"], host[2:]) if host.startswith("*.") else (index["exact"], host)
+    return table.setdefault(key, {})
+
+
+def _index_slot(root: dict, pattern: str) -> list:
+    node = root
+    segs = pattern[1:].split("/")
+    for seg in segs[:-1] if segs[-1] == "**" else segs:
+        if seg == "*":
+            node = node.setdefault("s", {})
         else:
-            overlap = methods & other_methods
-        if overlap:
-            overlap = sorted(overlap)
-            ctx.error(
-                ("paths",),
-                f"duplicate route: {_host_text(host)}, path {pattern}, methods {' '.join(overlap)} "
-                f"are already routed by {other_name!r} ({other_ctx.src.label} routes[{other_ctx.index}]); "
-                "equal specificity, so neither could win",
-            )
-            return
-    entries.append((methods, ctx, name))
+            node = node.setdefault("l", {}).setdefault(seg, {})
+    key = "d" if segs[-1] == "**" else "e"
+    if key not in node:
+        node[key] = [{}, None]
+    return node[key]
 
 
-def _finish(routes_json: list) -> tuple:
-    data = {"format": FORMAT, "routes": routes_json}
+def build_index(routes_json: list, ctxs: list) -> dict:
+    index: dict = {"exact": {}, "wild": {}, "any": None}
+    for ri, item in enumerate(routes_json):
+        for host, pattern, methods in item["match"]:
+            slot = _index_slot(_index_root(index, host), pattern)
+            table = slot[0]
+            if "*" in methods:
+                clash = sorted(table)
+            elif "*" in table:
+                clash = list(methods)
+            else:
+                clash = [m for m in methods if m in table]
+            if clash:
+                other = table[clash[0]] if clash[0] in table else table["*"]
+                octx = ctxs[other]
+                ctxs[ri].error(
+                    ("paths",),
+                    f"duplicate route: {_host_text(host)}, path {pattern}, methods {' '.join(clash)} "
+                    f"are already routed by {routes_json[other]['name']!r} "
+                    f"({octx.src.label} routes[{octx.index}]); equal specificity, so neither could win",
+                )
+                continue
+            for method in methods:
+                table[method] = ri
+            if slot[1] is None:
+                slot[1] = ri
+    return index
+
+
+def _finish(routes_json: list, index: dict) -> tuple:
+    data = {"format": FORMAT, "index": index, "routes": routes_json}
     body = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
     version = hashlib.sha256(body.encode()).hexdigest()[:12]
-    data = {"format": FORMAT, "version": version, "routes": routes_json}
+    data["version"] = version
     text = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
     return data, text, version
 
@@ -403,12 +459,17 @@ def compile_policies(directory=None, files=None) -> Compiled:
     if not paths:
         raise PolicyError([Diagnostic("error", str(directory), "", "no *.toml policy files found")])
     sources = load_files(paths, errors)
-    aliases, routes_json = compile_sources(sources, errors, warnings)
+    if errors:  # aliases and routes of a broken file are unknown: stop before cross-file checks
+        raise PolicyError(errors, warnings)
+    aliases, routes_json, ctxs = compile_sources(sources, errors, warnings)
+    index = build_index(routes_json, ctxs)
     if errors:
         raise PolicyError(errors, warnings)
-    data, text, version = _finish(routes_json)
+    warnings.extend(shadow_warnings(index, routes_json, ctxs))
+    data, text, version = _finish(routes_json, index)
     policy = Policy.from_json(json.loads(text))
-    warnings.extend(shadow_warnings(policy, sources))
+    for route in policy.routes:  # the edge compiles conditions lazily; prove now they load
+        route._prepare()
     return Compiled(data, text, version, policy, sources, warnings, aliases)
 
 
@@ -416,7 +477,7 @@ def compile_policies(directory=None, files=None) -> Compiled:
 #
 # With most-specific-wins, a (host, pattern) can never be chosen only when every path it
 # matches is also matched by strictly more specific patterns on the same host key (other host
-# keys never cover all hosts a key matches). `_covered` decides that exactly on the trie:
+# keys never cover all hosts a key matches). `_covered` decides that exactly on the index:
 # each frontier entry is a trie node plus whether the patterns below it are already strictly
 # more specific than the pattern under test.
 
@@ -425,19 +486,19 @@ def _covered(pattern: list, i: int, frontier: list) -> bool:
     frontier = [(n, strict) for n, strict in frontier if n is not None]
     if not frontier:
         return False
-    if any(strict and n.dstar is not None for n, strict in frontier):
+    if any(strict and "d" in n for n, strict in frontier):
         return True
     if i == len(pattern):
-        return any(strict and n.end is not None for n, strict in frontier)
+        return any(strict and "e" in n for n, strict in frontier)
     seg = pattern[i]
     if seg == "**":
         return _covered_subtree(frontier)
     if seg == "*":
         # A segment no literal names is covered only by `*` children; literals add nothing.
-        return _covered(pattern, i + 1, [(n.star, strict) for n, strict in frontier])
-    nxt = [(n.lit.get(seg), strict) for n, strict in frontier]
+        return _covered(pattern, i + 1, [(n.get("s"), strict) for n, strict in frontier])
+    nxt = [(n.get("l", {}).get(seg), strict) for n, strict in frontier]
     if seg:
-        nxt += [(n.star, True) for n, strict in frontier if strict]
+        nxt += [(n.get("s"), True) for n, strict in frontier if strict]
     return _covered(pattern, i + 1, nxt)
 
 
@@ -447,44 +508,27 @@ def _covered_subtree(frontier: list) -> bool:
     frontier = [(n, strict) for n, strict in frontier if n is not None]
     if not frontier:
         return False
-    if any(strict and n.dstar is not None for n, strict in frontier):
+    if any(strict and "d" in n for n, strict in frontier):
         return True
-    if not any(n.end is not None for n, _ in frontier):
+    if not any("e" in n for n, _ in frontier):
         return False
-    empty = [n.lit.get("") for n, _ in frontier]
-    if not any(m is not None and (m.end is not None or m.dstar is not None) for m in empty):
+    empty = [n.get("l", {}).get("") for n, _ in frontier]
+    if not any(m is not None and ("e" in m or "d" in m) for m in empty):
         return False
-    return _covered_subtree([(n.star, True) for n, _ in frontier])
+    return _covered_subtree([(n.get("s"), True) for n, _ in frontier])
 
 
-def _host_root(policy: Policy, host: str):
-    if host == "*":
-        return policy._any
-    if host.startswith("*."):
-        return policy._wild.get(host[2:])
-    return policy._exact.get(host)
-
-
-def shadow_warnings(policy: Policy, sources: list) -> list:
-    by_stem = {src.path.name: src for src in sources}
-    out = []
-    for route in policy.routes:
-        for host, pattern, _methods in route.match_spec:
-            root = _host_root(policy, host)
-            if not _covered(split_pattern(pattern), 0, [(root, False)]):
-                continue
-            stem, _, rest = route.source.partition(":")
-            src = by_stem.get(stem)
-            index = int(rest[len("routes["):-1]) if rest.startswith("routes[") else 0
-            loc = ("routes", index, "paths")
-            out.append(Diagnostic(
-                "warning",
-                src.label if src else stem,
-                describe_loc(src.raw, loc) if src else rest,
-                f"{_host_text(host)} path {pattern} can never match: every path it covers is "
-                "claimed by more specific patterns",
-                src.finder.find(loc) if src else None,
-            ))
+def shadow_warnings(index: dict, routes_json: list, ctxs: list) -> list:
+    out: list = []
+    for item, ctx in zip(routes_json, ctxs):
+        for host, pattern, _methods in item["match"]:
+            root = index["any"] if host == "*" else _index_root(index, host)
+            if _covered(pattern[1:].split("/"), 0, [(root, False)]):
+                out.append(ctx.diagnostic(
+                    "warning", ("paths",),
+                    f"{_host_text(host)} path {pattern} can never match: every path it covers is "
+                    "claimed by more specific patterns",
+                ))
     return out
 
 

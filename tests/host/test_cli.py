@@ -1,0 +1,256 @@
+"""The policy CLI: commands, output and exit codes (0 ok, 1 policy/test failure, 2 usage)."""
+
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import jwt
+import pytest
+
+from entragate_tools.cli import main
+
+REPO = Path(__file__).resolve().parents[2]
+POLICIES = REPO / "policies"
+ADMIN_CLAIMS = {
+    "oid": "aaaaaaaa-0000-4000-8000-000000000005",
+    "idtyp": "user",
+    "groups": ["11111111-1111-4111-8111-111111111111"],
+}
+
+
+def run(*argv):
+    out, err = io.StringIO(), io.StringIO()
+    code = main(list(argv), out=out, err=err)
+    return code, out.getvalue(), err.getvalue()
+
+
+def run_module(*argv, cwd=REPO):
+    env = dict(os.environ, PYTHONPATH=f"{REPO / 'src'}:{REPO / 'tools'}")
+    return subprocess.run(
+        [sys.executable, "-m", "entragate_tools", *argv], capture_output=True, text=True, cwd=cwd, env=env
+    )
+
+
+@pytest.fixture
+def policies(tmp_path):
+    target = tmp_path / "policies"
+    shutil.copytree(POLICIES, target)
+    return target
+
+
+# ---------------------------------------------------------------- check / compile
+
+
+def test_check_ok():
+    code, out, _ = run("check", "--policies", str(POLICIES))
+    assert code == 0
+    assert out.startswith("ok: ") and "routes from 2 files" in out and "0 warnings" in out
+
+
+def test_check_reports_errors_with_exit_1(policies):
+    (policies / "bad.toml").write_text('[[routes]]\npaths = ["/x"]\nallow = { groups = ["nope"] }\n')
+    code, _, err = run("check", "--policies", str(policies))
+    assert code == 1
+    assert "bad.toml:3: error: routes[0] .allow.groups[0]: unknown groups alias 'nope'" in err
+    assert "1 error in" in err
+
+
+def test_check_strict_fails_on_warnings(policies):
+    (policies / "shadow.toml").write_text(
+        '[[routes]]\npaths = ["/s/**"]\npublic = true\n\n'
+        '[[routes]]\npaths = ["/s", "/s/", "/s/*/**"]\npublic = true\n'
+    )
+    code, out, err = run("check", "--policies", str(policies))
+    assert code == 0 and "1 warning" in out and "can never match" in err
+    code, _, err = run("check", "--strict", "--policies", str(policies))
+    assert code == 1 and "--strict" in err
+
+
+def test_compile_writes_deterministic_module(tmp_path):
+    out_file = tmp_path / "out" / "compiled_policy.py"
+    code, out, _ = run("compile", "--policies", str(POLICIES), "--out", str(out_file))
+    assert code == 0 and "version" in out
+    first = out_file.read_text()
+    out_file.unlink()
+    assert run("compile", "--policies", str(POLICIES), "--out", str(out_file))[0] == 0
+    assert out_file.read_text() == first
+    namespace: dict = {}
+    exec(first, namespace)
+    data = json.loads(namespace["POLICY_JSON"])
+    assert data["version"] == namespace["POLICY_VERSION"] and data["format"] == 2
+    assert "POLICY_JSON = '" in first
+
+
+def test_compile_does_not_write_on_error(tmp_path, policies):
+    (policies / "bad.toml").write_text("not toml [")
+    out_file = tmp_path / "compiled_policy.py"
+    code, _, err = run("compile", "--policies", str(policies), "--out", str(out_file))
+    assert code == 1 and "TOML syntax" in err and not out_file.exists()
+
+
+def test_missing_policy_dir(tmp_path):
+    code, _, err = run("check", "--policies", str(tmp_path / "none"))
+    assert code == 1 and "no *.toml policy files" in err
+
+
+# ---------------------------------------------------------------- explain
+
+
+def test_explain_allow_with_claims():
+    code, out, _ = run("explain", "--policies", str(POLICIES), "-X", "DELETE",
+                       "https://app.example.net/admin/users/7", "--claims", json.dumps(ADMIN_CLAIMS))
+    assert code == 0
+    assert "decision  ALLOW" in out and "reason    allowed" in out and "rule      admin" in out
+    assert "platform-admins (11111111-1111-4111-8111-111111111111)" in out  # alias shown by name
+    assert "deny    users any of [blocked-users" in out
+
+
+def test_explain_claims_from_file(tmp_path):
+    claims_file = tmp_path / "claims.json"
+    claims_file.write_text(json.dumps({**ADMIN_CLAIMS, "oid": "99999999-9999-4999-8999-999999999999"}))
+    code, out, _ = run("explain", "--policies", str(POLICIES), "https://h/admin", "--claims", f"@{claims_file}")
+    assert code == 0 and "decision  DENY" in out and "reason    denied_by_rule" in out
+
+
+def test_explain_token_is_decoded_without_verification():
+    token = jwt.encode({"oid": "x", "idtyp": "app", "roles": ["Gateway.Invoke"]}, "not-the-real-key-and-never-checked-by-explain", algorithm="HS256")
+    code, out, _ = run("explain", "--policies", str(POLICIES), "-X", "POST", "https://h/internal/run", "--token", token)
+    assert code == 0
+    assert "WITHOUT verifying its signature" in out
+    assert "decision  ALLOW" in out and "rule      internal" in out
+
+
+def test_explain_no_token_no_route_and_ambiguous():
+    code, out, _ = run("explain", "--policies", str(POLICIES), "https://h/api/items")
+    assert code == 0 and "identity  none" in out and "reason    token_required" in out
+    code, out, _ = run("explain", "--policies", str(POLICIES), "https://h/nowhere")
+    assert code == 0 and "default deny" in out and "reason    no_route" in out and "rule      -" in out
+    code, out, _ = run("explain", "--policies", str(POLICIES), "https://h/api/%2e%2e/admin")
+    assert code == 0 and "refused: dot segment" in out and "reason    ambiguous_path" in out
+
+
+def test_explain_overage_reason():
+    claims = {"oid": "o", "idtyp": "user", "hasgroups": True}
+    code, out, _ = run("explain", "--policies", str(POLICIES), "https://h/admin", "--claims", json.dumps(claims))
+    assert code == 0 and "overage" in out and "reason    groups_overage" in out
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        ["--claims", "{not json"],
+        ["--claims", "[1]"],
+        ["--claims", '{"groups": "x"}'],  # not a valid token payload
+        ["--token", "abc"],
+        ["--claims", "{}", "--token", "abc"],
+        ["--claims", "@/nonexistent/file.json"],
+    ],
+)
+def test_explain_usage_errors(extra):
+    code, _, err = run("explain", "--policies", str(POLICIES), "https://h/api", *extra)
+    assert code == 2 and err.startswith("error: ")
+
+
+def test_explain_bad_url():
+    code, _, err = run("explain", "--policies", str(POLICIES), "/api/items")
+    assert code == 2 and "not an http(s) URL" in err
+
+
+# ---------------------------------------------------------------- test
+
+
+def test_test_over_shipped_policies_passes():
+    code, out, _ = run("test", "--policies", str(POLICIES))
+    assert code == 0
+    last = out.strip().splitlines()[-1]
+    passed, failed = last.split(", ")
+    assert passed.endswith(" passed") and int(passed.split()[0]) >= 30 and failed == "0 failed"
+
+
+def test_test_reports_failures(policies):
+    (policies / "tests" / "wrong.toml").write_text(textwrap.dedent("""
+        [identities.nobody]
+        oid = "aaaaaaaa-0000-4000-8000-00000000000f"
+        idtyp = "user"
+
+        [[cases]]
+        name = "nobody is an admin"
+        method = "GET"
+        url = "https://h/admin"
+        identity = "nobody"
+        expect = "allow"
+
+        [[cases]]
+        name = "wrong reason"
+        method = "GET"
+        url = "https://h/nowhere"
+        expect = "deny"
+        reason = "condition_not_met"
+
+        [[cases]]
+        name = "right"
+        method = "GET"
+        url = "https://h/healthz"
+        expect = "allow"
+        rule = "healthz"
+
+        [[cases]]
+        name = "missing identity"
+        method = "GET"
+        url = "https://h/healthz"
+        identity = "ghost"
+        expect = "allow"
+    """))
+    code, out, _ = run("test", "--policies", str(policies))
+    assert code == 1
+    assert 'FAIL ' in out and 'cases[0] "nobody is an admin"' in out
+    assert "expected allow, got deny" in out and "condition_not_met" in out
+    assert "expected reason condition_not_met, got no_route" in out
+    assert "unknown identity 'ghost'" in out
+    assert out.strip().splitlines()[-1].endswith(" passed, 3 failed")
+
+
+def test_test_invalid_test_file(policies):
+    (policies / "tests" / "broken.toml").write_text('[[cases]]\nname = "x"\nmethod = "GET"\nurl = "https://h/"\nexpect = "maybe"\n')
+    code, out, err = run("test", "--policies", str(policies))
+    assert code == 1 and "broken.toml" in err and "expect" in err
+
+
+def test_test_without_cases(tmp_path):
+    code, out, err = run("test", "--policies", str(POLICIES), "--tests", str(tmp_path))
+    assert code == 1 and "no test files" in err and "0 passed, 0 failed" in out
+
+
+# ---------------------------------------------------------------- schema, help, usage
+
+
+def test_schema_prints_json_schema():
+    code, out, _ = run("schema")
+    assert code == 0
+    schema = json.loads(out)
+    assert schema["title"] == "entragate policy file"
+    route = schema["$defs"]["Route"]
+    assert route["additionalProperties"] is False
+    assert "null" not in json.dumps(route["properties"]["public"])  # TOML has no null
+    code, out, _ = run("schema", "--tests")
+    assert code == 0 and json.loads(out)["title"] == "entragate policy tests"
+
+
+def test_module_entry_point_help_and_exit_codes():
+    result = run_module("--help")
+    assert result.returncode == 0
+    for command in ("check", "compile", "explain", "test", "schema"):
+        assert command in result.stdout
+    assert "exit codes" in result.stdout
+    result = run_module("explain", "--help")
+    assert result.returncode == 0 and "WITHOUT signature verification" in result.stdout
+    assert run_module().returncode == 2
+    assert run_module("frobnicate").returncode == 2
+    assert run_module("explain").returncode == 2  # missing URL
+    result = run_module("test")
+    assert result.returncode == 0 and result.stdout.strip().endswith(" passed, 0 failed")
