@@ -1,5 +1,5 @@
-"""The Worker: wires configuration and platform adapters to the gateway, and carries out
-its answer. Holds no decisions of its own."""
+"""The Worker: wires configuration and platform adapters to the gateway, carries out its
+answer, and writes the audit line. Holds no decisions of its own."""
 
 import json
 
@@ -9,56 +9,73 @@ from workers import Response, WorkerEntrypoint
 import platform_io
 from compiled_policy import POLICY_JSON
 from entragate.config import Config, ConfigError
-from entragate.denials import Deny, deny
+from entragate.denials import Answer, deny
 from entragate.gateway import Forward, Gateway, IncomingRequest, assemble
 from entragate.policy import Policy
+from entragate.upstream import referenced_groups
 
 KV_BINDING = "JWKS_CACHE"
-POLICY = Policy.from_json(json.loads(POLICY_JSON))
+POLICY_DATA = json.loads(POLICY_JSON)
+POLICY = Policy.from_json(POLICY_DATA)
 
 _gateway: Gateway | None = None
 
 
 def build_gateway(env) -> Gateway:
+    config = Config.from_env(platform_io.env_getter(env))
+    signer = platform_io.WebCryptoSigner(config.assertion_private_jwk) if config.assertion_private_jwk else None
     return assemble(
-        Config.from_env(platform_io.env_getter(env)),
+        config,
         POLICY,
         http=platform_io.WorkersHttp(),
         store=platform_io.KvStore(getattr(env, KV_BINDING)),
         verifier=platform_io.WebCryptoVerifier(),
         clock=platform_io.clock,
         log=platform_io.log,
+        policy_groups=referenced_groups(POLICY_DATA),
+        signer=signer,
     )
 
 
-def _request_id(js_request) -> str:
-    return platform_io.header(js_request, "cf-ray") or str(js.crypto.randomUUID())
-
-
-def _response(denial: Deny) -> Response:
-    return Response(denial.body, status=denial.status, headers=dict(denial.headers))
-
-
-async def _forward(js_request, forward: Forward):
-    init = platform_io.forward_init(js_request)
-    return Response(await js.fetch(forward.url, init))
+def _response(answer: Answer) -> Response:
+    return Response(answer.body, status=answer.status, headers=dict(answer.headers))
 
 
 class Default(WorkerEntrypoint):
     async def fetch(self, request):
         global _gateway
+        started = platform_io.clock()
         js_request = request.js_object
-        request_id = _request_id(js_request)
+        request_id = platform_io.header(js_request, "cf-ray") or str(js.crypto.randomUUID())
         if _gateway is None:
             try:
                 _gateway = build_gateway(self.env)
             except ConfigError as error:
                 platform_io.log(f"entragate is misconfigured: {error}")
                 return _response(deny(500, "gateway_misconfigured", "the gateway is misconfigured", request_id))
-        outcome = await _gateway.handle(
-            IncomingRequest(js_request.method, js_request.url, platform_io.header(js_request, "authorization"), request_id),
-            platform_io.deferrer(self.ctx),
+
+        incoming = IncomingRequest(
+            method=js_request.method,
+            url=js_request.url,
+            request_id=request_id,
+            header_names=platform_io.header_names(js_request),
+            authorization=platform_io.header(js_request, "authorization"),
+            accept=platform_io.header(js_request, "accept"),
+            content_type=platform_io.header(js_request, "content-type"),
         )
-        if isinstance(outcome, Deny):
-            return _response(outcome)
-        return await _forward(js_request, outcome)
+        result = await _gateway.handle(incoming, platform_io.deferrer(self.ctx))
+        failure = None
+        if isinstance(result, Forward):
+            try:
+                js_response = await platform_io.forward(js_request, result.url, result.strip, result.add, _gateway.config.origin_timeout)
+                response = Response(platform_io.with_request_id(js_response, request_id))
+                status = js_response.status
+            except (platform_io.OriginTimeout, platform_io.OriginUnreachable) as error:
+                failure = _gateway.origin_failure(incoming, isinstance(error, platform_io.OriginTimeout))
+                response, status = _response(failure), failure.status
+        else:
+            response, status = _response(result), result.status
+        line = _gateway.audit(incoming, result, status, (platform_io.clock() - started) * 1000, failure)
+        if line:
+            platform_io.emit(line)
+        return response

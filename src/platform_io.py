@@ -127,16 +127,71 @@ def env_getter(env):
     return get
 
 
+class WebCryptoSigner:
+    """ES256 signatures for the identity assertion; the private key is imported once."""
+
+    def __init__(self, private_jwk: dict):
+        self._jwk = private_jwk
+        self._key = None
+
+    async def sign(self, signing_input: bytes) -> bytes:
+        if self._key is None:
+            self._key = await js.crypto.subtle.importKey(
+                "jwk", _js_object(dict(self._jwk, ext=False)),
+                _js_object({"name": "ECDSA", "namedCurve": "P-256"}), False, to_js(["sign"]),
+            )
+        signature = await js.crypto.subtle.sign(
+            _js_object({"name": "ECDSA", "hash": "SHA-256"}), self._key, to_js(signing_input),
+        )
+        return js.Uint8Array.new(signature).to_bytes()
+
+
 def header(js_request, name: str) -> str | None:
     value = js_request.headers.get(name)
     return value if isinstance(value, str) else None  # a missing header is JS null
 
 
-def forward_init(js_request):
-    """RequestInit for the origin: same method, headers and streamed body; redirects are
-    passed back to the client, never followed by the gateway."""
-    init = {"method": js_request.method, "headers": js.Headers.new(js_request.headers), "redirect": "manual"}
+def header_names(js_request) -> tuple[str, ...]:
+    return tuple(js_request.headers.keys())
+
+
+class OriginTimeout(Exception):
+    pass
+
+
+class OriginUnreachable(Exception):
+    pass
+
+
+async def forward(js_request, url: str, strip, add, timeout: float):
+    """Send the request on to the origin: same method and streamed body, headers edited,
+    redirects handed back to the client rather than followed. The timeout covers the wait
+    for the response headers only, so a long download is never cut off."""
+    headers = js.Headers.new(js_request.headers)
+    for name in strip:
+        headers.delete(name)
+    for name, value in add:
+        headers.set(name, value)
+    controller = js.AbortController.new()
+    init = {"method": js_request.method, "headers": headers, "redirect": "manual", "signal": controller.signal}
     if js_request.body:
         init["body"] = js_request.body
         init["duplex"] = "half"  # required by Node's fetch for a streamed body; ignored by Workers
-    return _js_object(init)
+    pending = asyncio.ensure_future(js.fetch(url, _js_object(init)))
+    try:
+        return await asyncio.wait_for(asyncio.shield(pending), timeout)
+    except TimeoutError:
+        controller.abort()
+        raise OriginTimeout() from None
+    except JsException as error:
+        raise OriginUnreachable(error.name) from None
+
+
+def with_request_id(js_response, request_id: str):
+    """The origin's response with the gateway's request id added. A WebSocket upgrade (101)
+    is passed on as it is: re-wrapping it would detach the socket."""
+    if js_response.status == 101:
+        return js_response
+    response = js.Response.new(js_response.body, js_response)
+    response.headers.set("x-request-id", request_id)
+    return response

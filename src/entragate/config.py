@@ -4,9 +4,13 @@ Every value is checked once at start-up; a bad value is a ConfigError naming the
 and the Worker then refuses every request (fail closed) instead of guessing.
 """
 
+import json
 import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit
+
+from .assertion import AssertionKeyError, parse_signing_key
+from .upstream import DEFAULT_PREFIX
 
 DEFAULT_AUTHORITY = "https://login.microsoftonline.com"
 DEFAULT_ALGORITHMS = ("RS256",)
@@ -21,6 +25,9 @@ DEFAULT_JWKS_MAX_AGE_SECONDS = 3600
 # `kid` is attacker-controlled, so it must not buy more fetches than this.
 DEFAULT_JWKS_COOLDOWN_SECONDS = 60
 DEFAULT_FETCH_TIMEOUT_SECONDS = 5.0
+DEFAULT_ORIGIN_TIMEOUT_SECONDS = 30.0
+DEFAULT_ASSERTION_ISSUER = "entragate"
+HEADER_PREFIX = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*-$")
 MULTI_TENANT_AUTHORITIES = frozenset({"organizations", "common"})
 ANY_TENANT = "*"
 
@@ -44,6 +51,14 @@ class Config:
     jwks_max_age: int
     jwks_cooldown: int
     fetch_timeout: float
+    origin_timeout: float
+    header_prefix: str
+    forward_authorization: bool
+    assertion_private_jwk: dict | None
+    assertion_public_jwk: dict | None
+    assertion_previous_jwks: tuple[dict, ...]
+    assertion_issuer: str
+    audit_allow_sample_rate: float
 
     @property
     def multi_tenant(self) -> bool:
@@ -82,6 +97,15 @@ class Config:
         if not set(versions) <= set(DEFAULT_TOKEN_VERSIONS):
             raise ConfigError("ENTRA_TOKEN_VERSIONS: only 1.0 and 2.0 exist")
 
+        prefix = reader.text("IDENTITY_HEADER_PREFIX", DEFAULT_PREFIX).lower()
+        if not HEADER_PREFIX.match(prefix):
+            raise ConfigError("IDENTITY_HEADER_PREFIX must be lower-case letters, digits and dashes, ending with '-'")
+        signing_key = reader.text("ASSERTION_SIGNING_KEY", "") or None
+        try:
+            private_jwk, public_jwk = parse_signing_key(signing_key) if signing_key else (None, None)
+        except AssertionKeyError as error:
+            raise ConfigError(str(error)) from None
+
         return cls(
             origin_url=reader.url("ORIGIN_URL"),
             tenant=tenant,
@@ -94,6 +118,14 @@ class Config:
             jwks_max_age=reader.integer("JWKS_MAX_AGE_SECONDS", DEFAULT_JWKS_MAX_AGE_SECONDS, 60, 86400),
             jwks_cooldown=reader.integer("JWKS_COOLDOWN_SECONDS", DEFAULT_JWKS_COOLDOWN_SECONDS, 0, 3600),
             fetch_timeout=reader.integer("FETCH_TIMEOUT_MS", int(DEFAULT_FETCH_TIMEOUT_SECONDS * 1000), 100, 30000) / 1000,
+            origin_timeout=reader.integer("ORIGIN_TIMEOUT_MS", int(DEFAULT_ORIGIN_TIMEOUT_SECONDS * 1000), 100, 300000) / 1000,
+            header_prefix=prefix,
+            forward_authorization=reader.boolean("FORWARD_AUTHORIZATION", False),
+            assertion_private_jwk=private_jwk,
+            assertion_public_jwk=public_jwk,
+            assertion_previous_jwks=reader.public_jwks("ASSERTION_PREVIOUS_KEYS"),
+            assertion_issuer=reader.text("ASSERTION_ISSUER", DEFAULT_ASSERTION_ISSUER),
+            audit_allow_sample_rate=reader.fraction("AUDIT_ALLOW_SAMPLE_RATE", 1.0),
         )
 
 
@@ -144,6 +176,38 @@ class _Reader:
         if parts.scheme not in ("https", "http") or not parts.hostname or parts.query or parts.fragment:
             raise ConfigError(f"{name} must be an absolute http(s) URL without query or fragment")
         return value
+
+    def boolean(self, name: str, default: bool) -> bool:
+        raw = self._raw(name)
+        if raw is None:
+            return default
+        if raw.lower() not in ("true", "false"):
+            raise ConfigError(f"{name} must be true or false")
+        return raw.lower() == "true"
+
+    def fraction(self, name: str, default: float) -> float:
+        raw = self._raw(name)
+        if raw is None:
+            return default
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ConfigError(f"{name} must be a number from 0 to 1") from None
+        if not 0.0 <= value <= 1.0:
+            raise ConfigError(f"{name} must be a number from 0 to 1")
+        return value
+
+    def public_jwks(self, name: str) -> tuple[dict, ...]:
+        raw = self._raw(name)
+        if raw is None:
+            return ()
+        try:
+            keys = json.loads(raw)
+        except ValueError:
+            raise ConfigError(f"{name} must be a JSON array of public JWKs") from None
+        if not isinstance(keys, list) or not all(isinstance(k, dict) and "d" not in k and "kid" in k for k in keys):
+            raise ConfigError(f"{name} must be a JSON array of public JWKs, each with a kid and no private part")
+        return tuple(keys)
 
     def integer(self, name: str, default: int, low: int, high: int) -> int:
         raw = self._raw(name)

@@ -1,30 +1,61 @@
-"""Refusals as HTTP answers: RFC 9457 problem JSON, RFC 6750 WWW-Authenticate on 401."""
+"""Answers the gateway gives itself (denials, errors, its own endpoints), in the client's terms.
 
+- gRPC clients (`content-type: application/grpc…`) get a trailers-only response: HTTP 200,
+  `grpc-status` (16 UNAUTHENTICATED, 7 PERMISSION_DENIED, …) and a percent-encoded
+  `grpc-message`, no body, as the gRPC-over-HTTP/2 spec requires.
+- Browsers (`Accept` naming text/html) get a short HTML page.
+- Everyone else gets RFC 9457 problem JSON.
+401s carry an RFC 6750 `WWW-Authenticate: Bearer` challenge (`error="invalid_token"` when a
+credential was presented); a 403 caused by a missing scope carries `error="insufficient_scope"`.
+Every answer carries the request id. Nothing from the request (least of all a token) is echoed.
+"""
+
+import html
 import json
 from dataclasses import dataclass
+from urllib.parse import quote
 
 from .errors import CredentialError, GatewayError, InvalidToken
+from .identity import Identity
 
 REALM = "entragate"
+JSON, HTML, GRPC = "json", "html", "grpc"
+
+_TITLES = {
+    400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 500: "Internal Server Error",
+    502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout",
+}
+# https://grpc.github.io/grpc/core/md_doc_http-grpc-status-mapping.html, read in reverse
+_GRPC_STATUS = {400: 3, 401: 16, 403: 7, 500: 13, 502: 14, 503: 14, 504: 4}
+_MESSAGES = {
+    "missing_token": "A bearer token is required.",
+    "invalid_token": "The bearer token is not valid.",
+    "malformed_credential": "The Authorization header is not a single bearer token.",
+    "keys_unavailable": "The gateway cannot check tokens right now.",
+    "ambiguous_path": "The request path is ambiguous.",
+    "origin_unreachable": "The service behind the gateway could not be reached.",
+    "origin_timeout": "The service behind the gateway did not answer in time.",
+    "gateway_misconfigured": "The gateway is misconfigured.",
+}
 
 
 @dataclass(frozen=True, slots=True)
-class Deny:
+class Answer:
     status: int
     code: str  # stable reason code, also in the audit line
     headers: tuple[tuple[str, str], ...]
     body: str
+    # For the audit line of a policy denial: who was refused, by which rule.
+    rule: str | None = None
+    identity: Identity | None = None
 
 
-_TITLES = {
-    400: "Bad Request",
-    401: "Unauthorized",
-    403: "Forbidden",
-    500: "Internal Server Error",
-    502: "Bad Gateway",
-    503: "Service Unavailable",
-    504: "Gateway Timeout",
-}
+def client_kind(accept: str | None, content_type: str | None) -> str:
+    if content_type and content_type.lower().startswith("application/grpc"):
+        return GRPC
+    if accept and "text/html" in accept.lower():
+        return HTML
+    return JSON
 
 
 def _quoted(text: str) -> str:
@@ -32,30 +63,45 @@ def _quoted(text: str) -> str:
     return "".join(ch for ch in text if 0x20 <= ord(ch) <= 0x7E and ch not in '"\\')
 
 
-def deny(status: int, code: str, detail: str, request_id: str, extra_headers=()) -> Deny:
-    body = json.dumps({
-        "type": "about:blank",
-        "title": _TITLES.get(status, "Error"),
-        "status": status,
-        "error": code,
-        "detail": detail,
-        "request_id": request_id,
-    })
-    headers = (
-        ("content-type", "application/problem+json"),
-        ("cache-control", "no-store"),
-        ("x-request-id", request_id),
-        *extra_headers,
-    )
-    return Deny(status, code, headers, body)
-
-
-def from_error(error: GatewayError, request_id: str) -> Deny:
-    extra = ()
+def _challenge(error: GatewayError) -> str | None:
     if isinstance(error, CredentialError) and error.code == "missing_token":
-        extra = (("www-authenticate", f'Bearer realm="{REALM}"'),)
-    elif isinstance(error, (CredentialError, InvalidToken)):
-        # A credential was presented: say it was not acceptable, and why, briefly.
-        challenge = f'Bearer realm="{REALM}", error="invalid_token", error_description="{_quoted(error.detail)}"'
-        extra = (("www-authenticate", challenge),)
-    return deny(error.status, error.code, error.detail, request_id, extra)
+        return f'Bearer realm="{REALM}"'
+    if isinstance(error, (CredentialError, InvalidToken)):
+        return f'Bearer realm="{REALM}", error="invalid_token", error_description="{_quoted(error.detail)}"'
+    return None
+
+
+def deny(status: int, code: str, detail: str, request_id: str, kind: str = JSON, challenge: str | None = None) -> Answer:
+    headers = [("cache-control", "no-store"), ("x-request-id", request_id)]
+    if challenge:
+        headers.append(("www-authenticate", challenge))
+    message = _MESSAGES.get(code, "The request is not allowed." if status == 403 else detail)
+    if kind == GRPC:
+        grpc_message = quote(f"{message} ({code}, request {request_id})", safe=" ")
+        headers += [
+            ("content-type", "application/grpc"),
+            ("grpc-status", str(_GRPC_STATUS.get(status, 2))),
+            ("grpc-message", grpc_message),
+        ]
+        return Answer(200, code, tuple(headers), "")
+    title = _TITLES.get(status, "Error")
+    if kind == HTML:
+        page = (
+            f"<!doctype html><html lang=en><meta charset=utf-8><title>{status} {title}</title>"
+            f"<h1>{status} {title}</h1><p>{html.escape(message)}</p>"
+            f"<p><small>Reason: {html.escape(code)} · Request id: {html.escape(request_id)}</small></p></html>"
+        )
+        return Answer(status, code, tuple(headers + [("content-type", "text/html; charset=utf-8")]), page)
+    body = json.dumps({
+        "type": "about:blank", "title": title, "status": status,
+        "error": code, "detail": detail, "request_id": request_id,
+    })
+    return Answer(status, code, tuple(headers + [("content-type", "application/problem+json")]), body)
+
+
+def from_error(error: GatewayError, request_id: str, kind: str = JSON) -> Answer:
+    return deny(error.status, error.code, error.detail, request_id, kind, _challenge(error))
+
+
+def insufficient_scope_challenge() -> str:
+    return f'Bearer realm="{REALM}", error="insufficient_scope"'

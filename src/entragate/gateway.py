@@ -1,77 +1,178 @@
 """One request, one direction: path → route → credential → identity → decision → forward or deny.
 
-Pure: no platform imports. The shell hands in the request's method, URL and headers, and
-carries out the returned Forward or Deny.
+Pure: no platform imports. The shell hands in what it read from the request, carries out the
+returned Forward or Answer, and writes the audit line this module builds.
+
+The gateway owns the paths under GATEWAY_PATHS (health, assertion keys); they are answered
+before any policy, so a policy cannot expose or hide them.
 """
 
-from dataclasses import dataclass
+import json
+import random
+from dataclasses import dataclass, replace
 from urllib.parse import urlsplit
 
+from .assertion import JWKS_PATH, assertion_claims, sign_assertion
+from .audit import audit_line
 from .config import Config
 from .credential import extract_bearer
-from .denials import Deny, deny, from_error
-from .errors import AmbiguousPath, GatewayError
+from .denials import Answer, client_kind, deny, from_error, insufficient_scope_challenge
+from .errors import AmbiguousPath, GatewayError, KeysUnavailable
 from .identity import Identity
 from .keys import IssuerKeys
 from .paths import canonical_path
 from .policy import Policy
 from .tokens import TokenValidator
+from .upstream import forwarded_groups, headers_to_strip, identity_headers
+
+HEALTH_PATH = "/.well-known/entragate/health"
 
 
 @dataclass(frozen=True, slots=True)
 class IncomingRequest:
     method: str
     url: str  # as the runtime parsed it: scheme://host[:port]/path?query
-    authorization: str | None
     request_id: str
+    header_names: tuple[str, ...]
+    authorization: str | None = None
+    accept: str | None = None
+    content_type: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Forward:
-    url: str  # origin URL with the request's raw path and query, byte for byte
+    url: str  # origin URL + the request's raw path and query, byte for byte
+    strip: tuple[str, ...]  # client header names to delete
+    add: tuple[tuple[str, str], ...]  # headers to set
     identity: Identity | None  # None on public routes
     rule: str
     reason: str
 
 
+# Answers about the gateway itself, not decisions about a request: not audited.
+UNAUDITED = frozenset({"health", "jwks"})
+
+
+def split_url(url: str) -> tuple[str | None, str]:
+    """(lower-cased host, raw path and query) of an absolute request URL."""
+    host = urlsplit(url).hostname
+    after_scheme = url.partition("://")[2]
+    slash = after_scheme.find("/")
+    return host, (after_scheme[slash:] if slash >= 0 else "")
+
+
 class Gateway:
-    def __init__(self, config: Config, validator: TokenValidator, policy: Policy):
+    def __init__(self, config: Config, validator: TokenValidator, policy: Policy, *, keys: dict,
+                 policy_groups: frozenset[str], signer=None, clock, sample=random.random):
         self.config = config
         self.validator = validator
         self.policy = policy
+        self.keys = keys
+        self.policy_groups = policy_groups
+        self.signer = signer
+        self.clock = clock
+        self.sample = sample
 
-    async def handle(self, request: IncomingRequest, defer) -> Forward | Deny:
+    async def handle(self, request: IncomingRequest, defer) -> Forward | Answer:
+        kind = client_kind(request.accept, request.content_type)
         try:
-            return await self._decide(request, defer)
+            return await self._decide(request, defer, kind)
         except GatewayError as error:
-            return from_error(error, request.request_id)
+            return from_error(error, request.request_id, kind)
 
-    async def _decide(self, request: IncomingRequest, defer) -> Forward | Deny:
-        host = urlsplit(request.url).hostname
-        # The origin gets the path and query exactly as received, so take them from the URL
-        # string itself rather than from a parse-and-rebuild that could drop or re-encode.
-        after_scheme = request.url.partition("://")[2]
-        slash = after_scheme.find("/")
-        if not host or slash < 0:
+    async def _decide(self, request: IncomingRequest, defer, kind: str) -> Forward | Answer:
+        host, path_and_query = split_url(request.url)
+        if not host or not path_and_query:
             raise AmbiguousPath("request URL has no host or path")
-        path_and_query = after_scheme[slash:]
-        path = canonical_path(path_and_query.partition("?")[0])
+        raw_path = path_and_query.partition("?")[0]
+        if raw_path == HEALTH_PATH:
+            return await self.health(request.request_id)
+        if raw_path == JWKS_PATH:
+            return self.assertion_jwks()
+        path = canonical_path(raw_path)
         method = request.method.upper()
         route = self.policy.match(method, host, path)
         if route is None:
-            return deny(403, "no_route", "no route allows this request", request.request_id)
+            return deny(403, "no_route", "no route allows this request", request.request_id, kind)
+        if route.fixed_decision is not None:  # e.g. method_not_allowed: no token can change it
+            answer = deny(403, route.fixed_decision.reason, "not allowed by policy", request.request_id, kind)
+            return replace(answer, rule=route.name)
 
         origin = (route.origin or self.config.origin_url).rstrip("/")
-        target = origin + path_and_query
+        strip = tuple(headers_to_strip(request.header_names, self.config.header_prefix, self.config.forward_authorization))
+        request_id_header = (self.config.header_prefix + "request-id", request.request_id)
         if route.public:
-            return Forward(target, None, route.name, "public")
+            return Forward(origin + path_and_query, strip, (request_id_header,), None, route.name, "public")
 
         token = extract_bearer(request.authorization)
         identity = await self.validator.validate(token, defer)
         decision = route.evaluate(identity)
         if not decision.allowed:
-            return deny(403, decision.reason, "not allowed by policy", request.request_id)
-        return Forward(target, identity, route.name, decision.reason)
+            challenge = insufficient_scope_challenge() if decision.reason == "insufficient_scope" else None
+            answer = deny(403, decision.reason, "not allowed by policy", request.request_id, kind, challenge)
+            return replace(answer, rule=route.name, identity=identity)
+
+        groups = forwarded_groups(identity, self.policy_groups)
+        add = [request_id_header, (self.config.header_prefix + "rule", route.name)]
+        add += identity_headers(identity, groups, self.config.header_prefix)
+        if self.signer is not None:
+            claims = assertion_claims(
+                identity, groups, issuer=self.config.assertion_issuer, audience=origin, now=self.clock(),
+                request_id=request.request_id, method=method, url=origin + path_and_query, rule=route.name,
+            )
+            assertion = await sign_assertion(self.signer, self.config.assertion_public_jwk["kid"], claims)
+            add.append((self.config.header_prefix + "assertion", assertion))
+        return Forward(origin + path_and_query, strip, tuple(add), identity, route.name, decision.reason)
+
+    def origin_failure(self, request: IncomingRequest, timed_out: bool) -> Answer:
+        kind = client_kind(request.accept, request.content_type)
+        if timed_out:
+            return deny(504, "origin_timeout", "the origin did not answer in time", request.request_id, kind)
+        return deny(502, "origin_unreachable", "the origin could not be reached", request.request_id, kind)
+
+    async def health(self, request_id: str) -> Answer:
+        """Readiness: every issuer's key set loaded (from memory, KV or the network)."""
+        now = self.clock()
+        issuers = []
+        for version, issuer_keys in self.keys.items():
+            try:
+                key_set = await issuer_keys.current(lambda coroutine: coroutine.close())
+                issuers.append({"version": version, "loaded": True, "keys": len(key_set.keys),
+                                "age_seconds": round(now - key_set.fetched_at)})
+            except KeysUnavailable:
+                issuers.append({"version": version, "loaded": False})
+        ready = all(issuer["loaded"] for issuer in issuers)
+        body = json.dumps({
+            "status": "ready" if ready else "unavailable",
+            "policy_version": self.policy.version,
+            "issuers": issuers,
+            "assertion": "enabled" if self.signer else "disabled",
+        })
+        headers = (("content-type", "application/json"), ("cache-control", "no-store"), ("x-request-id", request_id))
+        return Answer(200 if ready else 503, "health", headers, body)
+
+    def assertion_jwks(self) -> Answer:
+        keys = [self.config.assertion_public_jwk] if self.signer else []
+        keys += list(self.config.assertion_previous_jwks)
+        headers = (("content-type", "application/json"), ("cache-control", "public, max-age=300"))
+        return Answer(200, "jwks", headers, json.dumps({"keys": keys}))
+
+    def audit(self, request: IncomingRequest, result: Forward | Answer, status: int, latency_ms: float,
+              failure: Answer | None = None) -> str | None:
+        """The audit line for a decision (None for the gateway's own endpoints, and for
+        allowed requests that sampling leaves out). `failure`: the origin could not answer."""
+        if isinstance(result, Answer) and result.code in UNAUDITED:
+            return None
+        allowed = isinstance(result, Forward)
+        if allowed and failure is None and self.sample() >= self.config.audit_allow_sample_rate:
+            return None
+        reason = failure.code if failure else (result.reason if allowed else result.code)
+        host, path_and_query = split_url(request.url)
+        return audit_line(
+            now=self.clock(), request_id=request.request_id, method=request.method, host=host,
+            path=path_and_query.partition("?")[0], rule=result.rule, allowed=allowed,
+            reason=reason, status=status, identity=result.identity, latency_ms=latency_ms,
+        )
 
 
 def discovery_url(config: Config, version: str) -> str:
@@ -79,7 +180,8 @@ def discovery_url(config: Config, version: str) -> str:
     return f"{config.authority}/{config.tenant}{suffix}/.well-known/openid-configuration"
 
 
-def assemble(config: Config, policy: Policy, *, http, store, verifier, clock, log) -> Gateway:
+def assemble(config: Config, policy: Policy, *, http, store, verifier, clock, log,
+             policy_groups=frozenset(), signer=None) -> Gateway:
     """Wire a gateway from its parts; the Worker passes platform adapters, tests host ones."""
     keys = {
         version: IssuerKeys(
@@ -95,4 +197,5 @@ def assemble(config: Config, policy: Policy, *, http, store, verifier, clock, lo
         )
         for version in config.token_versions
     }
-    return Gateway(config, TokenValidator(config, keys, verifier), policy)
+    validator = TokenValidator(config, keys, verifier)
+    return Gateway(config, validator, policy, keys=keys, policy_groups=policy_groups, signer=signer, clock=clock)

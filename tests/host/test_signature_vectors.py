@@ -4,7 +4,7 @@ import asyncio
 
 from fixtures.rsa_vectors import all_cases
 
-from entragate_tools.verifier import HostVerifier
+from entragate_tools.host_crypto import HostVerifier
 
 
 def test_host_verifier_matches_every_vector():

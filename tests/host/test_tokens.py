@@ -15,7 +15,7 @@ from entragate.errors import InvalidToken, KeysUnavailable
 from entragate.gateway import assemble
 from entragate.identity import APP, USER
 from entragate_tools.host_io import MemoryStore, UrllibHttp, wall_clock
-from entragate_tools.verifier import HostVerifier
+from entragate_tools.host_crypto import HostVerifier
 
 OTHER_TENANT = "0a0b0c0d-1111-4222-8333-444455556666"
 GRAPH_AUDIENCES = ("00000003-0000-0000-c000-000000000000", "https://graph.microsoft.com")

@@ -1,0 +1,33 @@
+"""One JSON line per decision, written to the Workers console (Workers Logs / Logpush).
+
+Fields: time, request_id, method, host, path (without the query, which may carry secrets),
+rule, decision (allow | deny), reason, status, oid, tid, client_id, token_kind, latency_ms.
+Never a token, a signature or any other header value. Denials are always logged; allowed
+requests are logged with probability AUDIT_ALLOW_SAMPLE_RATE.
+"""
+
+import json
+import time
+
+from .identity import Identity
+
+
+def audit_line(*, now: float, request_id: str, method: str, host: str | None, path: str, rule: str | None,
+               allowed: bool, reason: str, status: int, identity: Identity | None, latency_ms: float) -> str:
+    record = {
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now * 1000) % 1000:03d}Z",
+        "request_id": request_id,
+        "method": method,
+        "host": host,
+        "path": path,
+        "rule": rule,
+        "decision": "allow" if allowed else "deny",
+        "reason": reason,
+        "status": status,
+        "oid": identity.oid if identity else None,
+        "tid": identity.tid if identity else None,
+        "client_id": identity.client_id if identity else None,
+        "token_kind": identity.kind if identity else None,
+        "latency_ms": round(latency_ms, 3),
+    }
+    return json.dumps(record, separators=(",", ":"))

@@ -1,0 +1,120 @@
+"""Headers of the request sent to the origin: spoofed identity headers out, ours in.
+
+Identity headers (prefix configurable, default `x-entragate-`):
+
+| header           | value                                                            |
+|------------------|------------------------------------------------------------------|
+| `user-oid`       | `oid`: the user's (or service principal's) object id              |
+| `tenant-id`      | `tid`                                                             |
+| `subject`        | `sub`                                                             |
+| `name`           | `name`                                                            |
+| `username`       | `preferred_username` (v2) or `upn` / `unique_name` (v1)           |
+| `client-id`      | `azp` (v2) or `appid` (v1): the calling application               |
+| `token-kind`     | `user` or `app`                                                   |
+| `groups`         | comma-separated group ids that the policy refers to (see below)   |
+| `groups-overage` | `true` when Entra left groups out of the token                    |
+| `roles`          | comma-separated app roles                                         |
+| `scopes`         | space-separated delegated scopes (`scp`)                          |
+| `rule`           | the policy route that allowed the request                         |
+| `request-id`     | the gateway's request id (also on every denial)                   |
+| `assertion`      | the signed identity assertion (assertion.py), when configured     |
+
+Groups are bounded: only groups some policy rule names are forwarded (at most
+MAX_FORWARDED_GROUPS), because a user in 200 groups would otherwise add 7 KB to every request.
+Values outside printable ASCII, and `%`, are percent-encoded as UTF-8 (RFC 3986), so an
+origin recovers them with one `unquote`; names like "José" survive, header injection cannot.
+In the comma-separated lists each item's own commas are encoded too.
+
+Before ours are added, every client-sent header whose name, lower-cased with `_` read as
+`-`, starts with the prefix is removed (WSGI/CGI servers turn `X_Entragate_User` into the
+same variable as `X-Entragate-User`), as are well-known identity headers of other proxies
+that an origin might trust by mistake.
+"""
+
+from urllib.parse import quote
+
+from .identity import Identity
+
+DEFAULT_PREFIX = "x-entragate-"
+MAX_FORWARDED_GROUPS = 64
+# Identity headers set by other proxies and platforms (oauth2-proxy, Azure App Service
+# Easy Auth, generic SSO setups): never let a client supply them.
+LOOKALIKE_IDENTITY_HEADERS = frozenset({
+    "x-forwarded-user", "x-forwarded-email", "x-forwarded-groups", "x-forwarded-preferred-username",
+    "x-forwarded-access-token", "x-auth-request-user", "x-auth-request-email", "x-auth-request-groups",
+    "x-auth-request-preferred-username", "x-auth-request-access-token", "x-ms-client-principal",
+    "x-ms-client-principal-id", "x-ms-client-principal-name", "x-ms-client-principal-idp",
+    "x-ms-token-aad-access-token", "x-ms-token-aad-id-token", "remote-user", "x-remote-user",
+    "x-user", "x-email",
+})
+_SAFE = "".join(chr(c) for c in range(0x20, 0x7F) if chr(c) not in "%")
+_SAFE_IN_LIST = _SAFE.replace(",", "")
+
+
+def header_value(value: str) -> str:
+    return quote(value, safe=_SAFE)
+
+
+def header_list(items) -> str:
+    # An item's own commas are encoded, so splitting on "," is always right.
+    return ",".join(quote(item, safe=_SAFE_IN_LIST) for item in items)
+
+
+def _normalised(name: str) -> str:
+    return name.lower().replace("_", "-")
+
+
+def headers_to_strip(names, prefix: str, forward_authorization: bool) -> list[str]:
+    """Names (as sent) of client headers that must not reach the origin."""
+    prefix = _normalised(prefix)
+    strip = []
+    for name in names:
+        normal = _normalised(name)
+        if normal.startswith(prefix) or normal in LOOKALIKE_IDENTITY_HEADERS:
+            strip.append(name)
+        elif normal == "authorization" and not forward_authorization:
+            strip.append(name)
+    return strip
+
+
+def forwarded_groups(identity: Identity, policy_groups: frozenset[str]) -> list[str]:
+    return [group for group in identity.groups if group in policy_groups][:MAX_FORWARDED_GROUPS]
+
+
+def identity_headers(identity: Identity, groups: list[str], prefix: str) -> list[tuple[str, str]]:
+    fields = [
+        ("user-oid", identity.oid),
+        ("tenant-id", identity.tid),
+        ("subject", identity.sub),
+        ("name", identity.name),
+        ("username", identity.username),
+        ("client-id", identity.client_id),
+        ("token-kind", identity.kind),
+        ("groups-overage", "true" if identity.groups_overage else None),
+        ("scopes", " ".join(identity.scopes)),
+    ]
+    headers = [(prefix + name, header_value(value)) for name, value in fields if value]
+    lists = [("groups", groups), ("roles", identity.roles)]
+    return headers + [(prefix + name, header_list(items)) for name, items in lists if items]
+
+
+def referenced_groups(compiled_policy: dict) -> frozenset[str]:
+    """Every group id a condition in the compiled policy names (see policy.py's format)."""
+    found = set()
+
+    def walk(node):
+        if not isinstance(node, list) or len(node) < 2:
+            return
+        operator, operand = node[0], node[1]
+        if operator == "groups":
+            found.update(operand)
+        elif operator in ("any", "all"):
+            for child in operand:
+                walk(child)
+        elif operator == "not":
+            walk(operand)
+
+    for route in compiled_policy.get("routes", []):
+        walk(route.get("allow"))
+        walk(route.get("deny"))
+    return frozenset(found)

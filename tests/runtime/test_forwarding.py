@@ -1,0 +1,247 @@
+"""Forwarding end to end under the offline runner, against the echo origin: identity headers,
+spoof stripping, body integrity, the signed assertion, protocol-aware denials, origin
+failures, health, and the audit log."""
+
+import hashlib
+import http.client
+import json
+import os
+import time
+from urllib.parse import unquote, urlsplit
+
+import jwt
+import pytest
+from entragate_assertion import AssertionVerifier
+from entragate_tools.host_crypto import new_assertion_key
+from fixtures.mock_entra import DEFAULT_GROUPS
+from fixtures.stack import Stack, environment_ok
+
+pytestmark = pytest.mark.skipif(environment_ok() is not None, reason=str(environment_ok()))
+
+API_WRITERS = "22222222-2222-4222-8222-222222222222"  # alias api-writers in policies/gateway.toml
+PREFIX = "x-entragate-"
+
+
+@pytest.fixture(scope="module")
+def stack():
+    with Stack(ASSERTION_SIGNING_KEY=new_assertion_key(), ASSERTION_ISSUER="entragate-test") as running:
+        yield running
+
+
+def echoed_headers(body: bytes) -> dict:
+    echo = json.loads(body)
+    headers = {}
+    for name, value in echo["headers"]:
+        headers.setdefault(name.lower(), []).append(value)
+    return headers
+
+
+def raw_request(stack, method, path, headers, body=None):
+    """http.client keeps header names and duplicates exactly as given."""
+    url = urlsplit(stack.url)
+    connection = http.client.HTTPConnection(url.hostname, url.port, timeout=60)
+    connection.putrequest(method, path, skip_accept_encoding=True)
+    for name, value in headers:
+        connection.putheader(name, value)
+    if body is not None:
+        connection.putheader("Content-Length", str(len(body)))
+    connection.endheaders(body)
+    response = connection.getresponse()
+    result = response.status, response.headers, response.read()
+    connection.close()
+    return result
+
+
+def audit_lines(stack):
+    lines = []
+    for line in stack.runner.stdout.splitlines():
+        if line.startswith("{") and '"decision"' in line:
+            lines.append(json.loads(line))
+    return lines
+
+
+def audit_for(stack, request_id, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for line in audit_lines(stack):
+            if line["request_id"] == request_id:
+                return line
+        time.sleep(0.05)
+    raise AssertionError(f"no audit line for {request_id}")
+
+
+def test_identity_headers_reach_the_origin(stack):
+    tenant = stack.tenant
+    groups = [API_WRITERS, *DEFAULT_GROUPS]
+    token = tenant.mint(claims={"groups": groups, "roles": ["Reader", "Ops,Team"], "name": "José Ñúñez"})
+    status, headers, body = stack.request("GET", "/api/me", token=token)
+    assert status == 200
+    seen = echoed_headers(body)
+    assert seen[PREFIX + "user-oid"] == [tenant.user_oid]
+    assert seen[PREFIX + "tenant-id"] == [tenant.tenant_id]
+    assert seen[PREFIX + "client-id"] == [tenant.client_app_id]
+    assert seen[PREFIX + "token-kind"] == ["user"]
+    assert seen[PREFIX + "username"] == ["ada@contoso.onmicrosoft.com"]
+    assert unquote(seen[PREFIX + "name"][0]) == "José Ñúñez"
+    assert seen[PREFIX + "scopes"] == ["access_as_user"]
+    assert [unquote(r) for r in seen[PREFIX + "roles"][0].split(",")] == ["Reader", "Ops,Team"]
+    # Only groups the policy names are forwarded.
+    assert seen[PREFIX + "groups"] == [API_WRITERS]
+    assert seen[PREFIX + "rule"] == ["api-read"]
+    assert seen[PREFIX + "request-id"] == [headers["x-request-id"] or seen[PREFIX + "request-id"][0]]
+    assert "authorization" not in seen, "the bearer token is not passed on by default"
+
+
+def test_client_sent_identity_headers_are_stripped_in_every_spelling(stack):
+    token = stack.tenant.mint()
+    spoofed = [
+        ("X-Entragate-User-Oid", "attacker"),
+        ("x_entragate_user_oid", "attacker"),
+        ("X_ENTRAGATE_ROLES", "Admin"),
+        ("x-entragate-groups", "11111111-1111-4111-8111-111111111111"),
+        ("X-Entragate-Assertion", "forged"),
+        ("X-Forwarded-User", "attacker"),
+        ("X-Auth-Request-Email", "attacker@example.com"),
+        ("X-MS-CLIENT-PRINCIPAL-NAME", "attacker"),
+        ("Remote-User", "attacker"),
+    ]
+    status, _, body = raw_request(stack, "GET", "/api/me", [("Authorization", f"Bearer {token}"), *spoofed])
+    assert status == 200
+    seen = echoed_headers(body)
+    assert seen[PREFIX + "user-oid"] == [stack.tenant.user_oid]
+    assert "attacker" not in json.dumps(seen) and "forged" not in json.dumps(seen)
+    assert PREFIX + "roles" not in seen and PREFIX + "groups" not in seen
+    for name, _ in spoofed:
+        assert name.lower() not in seen or name.lower().startswith(PREFIX)
+
+
+def test_spoofed_headers_are_stripped_on_public_routes_too(stack):
+    status, _, body = raw_request(stack, "GET", "/healthz", [("X-Entragate-User-Oid", "attacker")])
+    assert status == 200
+    assert "attacker" not in body.decode()
+
+
+def test_ten_megabyte_upload_arrives_byte_identical(stack):
+    payload = os.urandom(10 * 1024 * 1024)
+    token = stack.tenant.mint(claims={"groups": [API_WRITERS]})
+    status, _, body = stack.request("PUT", "/api/blobs/1", token=token, body=payload,
+                                    headers={"content-type": "application/octet-stream"}, timeout=120)
+    echo = json.loads(body)
+    assert status == 200
+    assert echo["method"] == "PUT" and echo["body_length"] == len(payload)
+    assert echo["body_sha256"] == hashlib.sha256(payload).hexdigest()
+
+
+def test_method_path_and_query_are_forwarded_unchanged(stack):
+    token = stack.tenant.mint(claims={"groups": [API_WRITERS]})
+    status, _, body = raw_request(stack, "PATCH", "/api/a%20b/%C3%A9?q=%2F..%2F&x=1&x=2", [("Authorization", f"Bearer {token}")], b"{}")
+    echo = json.loads(body)
+    assert status == 200
+    assert echo["method"] == "PATCH" and echo["path"] == "/api/a%20b/%C3%A9" and echo["query"] == "q=%2F..%2F&x=1&x=2"
+
+
+def test_signed_assertion_verifies_with_the_origin_helper(stack):
+    status, _, body = stack.request("GET", "/api/orders/9?page=2", token=stack.tenant.mint())
+    assert status == 200
+    seen = echoed_headers(body)
+    (assertion,) = seen[PREFIX + "assertion"]
+    verifier = AssertionVerifier(stack.url + "/.well-known/entragate/jwks.json", audience=stack.origin.url, issuer="entragate-test")
+    claims = verifier.verify(assertion, method="GET", path="/api/orders/9")
+    assert claims["oid"] == stack.tenant.user_oid and claims["tid"] == stack.tenant.tenant_id
+    assert claims["rule"] == "api-read" and claims["exp"] - claims["iat"] == 60
+    assert claims["jti"] == seen[PREFIX + "request-id"][0]
+
+    header, payload, signature = assertion.split(".")
+    forged_claims = jwt.utils.base64url_encode(json.dumps({**claims, "oid": "someone-else"}).encode()).decode()
+    for tampered in (f"{header}.{forged_claims}.{signature}", f"{header}.{payload}.{signature[:-4]}AAAA"):
+        with pytest.raises(jwt.InvalidTokenError):
+            verifier.verify(tampered)
+    with pytest.raises(jwt.InvalidTokenError):
+        verifier.verify(assertion, path="/api/admin")
+    with pytest.raises(jwt.InvalidTokenError):
+        verifier.verify(assertion, method="DELETE")
+    with pytest.raises(jwt.InvalidTokenError):
+        AssertionVerifier(stack.url + "/.well-known/entragate/jwks.json", audience="https://other.example", issuer="entragate-test").verify(assertion)
+
+
+def test_grpc_clients_get_trailers_only_status(stack):
+    grpc = {"content-type": "application/grpc+proto", "te": "trailers"}
+    status, headers, body = stack.request("POST", "/api/pkg.Service/Method", headers=grpc, body=b"\0\0\0\0\0")
+    assert status == 200 and body == b""
+    assert headers["grpc-status"] == "16" and "missing_token" in unquote(headers["grpc-message"])
+    status, headers, body = stack.request("POST", "/api/pkg.Service/Method", headers=grpc, body=b"\0\0\0\0\0", token=stack.tenant.mint())
+    assert status == 200 and body == b"" and headers["grpc-status"] == "7"
+
+
+def test_browsers_get_a_readable_page(stack):
+    status, headers, body = stack.request("GET", "/api/x", headers={"accept": "text/html,application/xhtml+xml"})
+    page = body.decode()
+    assert status == 401 and headers["content-type"].startswith("text/html")
+    assert "A bearer token is required." in page and headers["x-request-id"] in page
+
+
+def test_insufficient_scope_is_403_with_the_rfc6750_error(stack):
+    token = stack.tenant.mint(claims={"scp": "User.Read"})
+    status, headers, body = stack.request("GET", "/api/x", token=token)
+    assert status == 403 and json.loads(body)["error"] == "insufficient_scope"
+    assert 'error="insufficient_scope"' in headers["www-authenticate"]
+
+
+def test_health_reports_readiness_without_secrets(stack):
+    status, _, body = stack.request("GET", "/.well-known/entragate/health")
+    report = json.loads(body)
+    assert status == 200 and report["status"] == "ready" and report["assertion"] == "enabled"
+    assert report["policy_version"] and {i["version"] for i in report["issuers"]} == {"1.0", "2.0"}
+    assert all(i["loaded"] and i["keys"] >= 1 and i["age_seconds"] >= 0 for i in report["issuers"])
+    assert '"d"' not in body.decode()
+
+
+def test_jwks_publishes_only_the_public_key(stack):
+    status, _, body = stack.request("GET", "/.well-known/entragate/jwks.json")
+    (key,) = json.loads(body)["keys"]
+    assert status == 200 and key["kty"] == "EC" and key["alg"] == "ES256" and "d" not in key
+
+
+def test_every_decision_leaves_one_audit_line_without_token_material(stack):
+    token = stack.tenant.mint()
+    cases = [("GET", "/api/audit-allow", token, 200, "allow", "allowed"),
+             ("GET", "/api/audit-deny", None, 401, "deny", "missing_token"),
+             ("GET", "/admin/audit", token, 403, "deny", "condition_not_met"),
+             ("GET", "/nowhere", token, 403, "deny", "no_route"),
+             ("GET", "/api/x", token + "x", 401, "deny", "invalid_token")]
+    for method, path, bearer, status, decision, reason in cases:
+        got_status, headers, _ = stack.request(method, path + "?secret=1", token=bearer)
+        assert got_status == status
+        line = audit_for(stack, headers["x-request-id"])
+        assert (line["decision"], line["reason"], line["status"], line["path"]) == (decision, reason, status, path)
+        assert line["method"] == method and line["host"] == "127.0.0.1" and line["latency_ms"] >= 0
+        if decision == "allow" or reason == "condition_not_met":
+            assert line["oid"] == stack.tenant.user_oid and line["token_kind"] == "user"
+    signature = token.split(".")[2]
+    for line in audit_lines(stack):
+        text = json.dumps(line)
+        assert "eyJ" not in text and signature[:20] not in text and "secret" not in text
+
+
+def test_origin_down_is_502_and_slow_origin_is_504():
+    with Stack(ORIGIN_URL="http://127.0.0.1:9") as down:
+        status, headers, body = down.request("GET", "/api/x", token=down.tenant.mint())
+        assert status == 502 and json.loads(body)["error"] == "origin_unreachable"
+        assert json.loads(body)["request_id"] == headers["x-request-id"]
+        assert "127.0.0.1:9" not in body.decode()
+        assert audit_for(down, headers["x-request-id"])["reason"] == "origin_unreachable"
+    with Stack(ORIGIN_TIMEOUT_MS="500") as slow:
+        slow.variables["ORIGIN_URL"] = slow.origin.url + "/__slow/3"
+        slow.restart_runner()
+        started = time.monotonic()
+        status, _, body = slow.request("GET", "/api/x", token=slow.tenant.mint())
+        assert status == 504 and json.loads(body)["error"] == "origin_timeout"
+        assert time.monotonic() - started < 2.5
+
+
+def test_denials_are_always_logged_and_allows_can_be_sampled_out():
+    with Stack(AUDIT_ALLOW_SAMPLE_RATE="0") as quiet:
+        _, allowed, _ = quiet.request("GET", "/api/x", token=quiet.tenant.mint())
+        _, denied, _ = quiet.request("GET", "/api/x")
+        assert audit_for(quiet, denied["x-request-id"])["decision"] == "deny"
+        assert all(line["request_id"] != allowed["x-request-id"] for line in audit_lines(quiet))
