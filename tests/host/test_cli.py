@@ -254,3 +254,34 @@ def test_module_entry_point_help_and_exit_codes():
     assert run_module("explain").returncode == 2  # missing URL
     result = run_module("test")
     assert result.returncode == 0 and result.stdout.strip().endswith(" passed, 0 failed")
+
+
+# ---------------------------------------------------------------- assertion-key
+
+
+def test_assertion_key_prints_a_fresh_signing_key():
+    from entragate.assertion import parse_signing_key
+
+    # Through the launcher the README gives, as a user runs it.
+    command = [sys.executable, str(REPO / "tools" / "entragate.py"), "assertion-key"]
+    first, second = (subprocess.run(command, capture_output=True, text=True, cwd=REPO) for _ in range(2))
+    keys = []
+    for result in (first, second):
+        assert result.returncode == 0, result.stderr
+        assert len(result.stdout.strip().splitlines()) == 1  # the key alone: pipeable into wrangler
+        private, public = parse_signing_key(result.stdout)
+        assert "d" not in public and public["alg"] == "ES256" and public["kid"]
+        assert "npx wrangler secret put ASSERTION_SIGNING_KEY" in result.stderr
+        assert "/.well-known/entragate/jwks.json" in result.stderr
+        keys.append((private["d"], public["kid"]))
+    assert keys[0][0] != keys[1][0] and keys[0][1] != keys[1][1]
+
+
+def test_assertion_key_help_and_usage():
+    code, out, _ = run("assertion-key")
+    assert code == 0 and json.loads(out)["kty"] == "EC"
+    result = run_module("--help")
+    assert result.returncode == 0 and "assertion-key" in result.stdout
+    result = run_module("assertion-key", "--help")
+    assert result.returncode == 0 and "ASSERTION_SIGNING_KEY" in result.stdout
+    assert run_module("assertion-key", "--policies", "policies").returncode == 2  # takes no options

@@ -1,4 +1,5 @@
-"""`python -m entragate_tools`: validate, compile, explain and test the policies.
+"""`python -m entragate_tools`: validate, compile, explain and test the policies; make an
+assertion signing key.
 
 Exit codes: 0 ok, 1 policy error or failing test, 2 usage error (bad arguments or input).
 """
@@ -319,6 +320,20 @@ def cmd_schema(args, out, err) -> int:
     return OK
 
 
+def cmd_assertion_key(args, out, err) -> int:
+    # `cryptography` is a host-only dependency; only this command needs it.
+    from .host_crypto import new_assertion_key
+
+    # The key alone on stdout, so it can be piped straight into `wrangler secret put`.
+    print(new_assertion_key(), file=out)
+    print(
+        "store it with `npx wrangler secret put ASSERTION_SIGNING_KEY` (paste the line above); "
+        "its public half is then served at /.well-known/entragate/jwks.json",
+        file=err,
+    )
+    return OK
+
+
 # ---------------------------------------------------------------- argument parsing
 
 DESCRIPTION = """\
@@ -332,6 +347,8 @@ commands:
   explain  show which route a request hits, the decision, its reason code and rule
   test     run the policy test cases in policies/tests/*.toml (like `opa test`)
   schema   print the JSON Schema of policy files (or of test files with --tests)
+  assertion-key
+           print a new private EC P-256 JWK for the ASSERTION_SIGNING_KEY secret
 
 exit codes: 0 ok, 1 policy error or failing test, 2 usage error"""
 
@@ -390,6 +407,16 @@ def build_parser() -> argparse.ArgumentParser:
             " example with taplo / Even Better TOML: `#:schema ./policy.schema.json`).")
     p.add_argument("--tests", action="store_true", help="schema of test files instead")
     p.set_defaults(func=cmd_schema)
+
+    p = sub.add_parser(
+        "assertion-key", help="print a new assertion signing key",
+        description="Print a fresh private EC P-256 JWK (JSON, one line) on stdout, for the Worker"
+        " secret ASSERTION_SIGNING_KEY that signs the identity assertion sent to the origin; a"
+        " hint on storing it goes to stderr. Each run makes a new key.\n\n"
+        "example: python tools/entragate.py assertion-key | npx wrangler secret put ASSERTION_SIGNING_KEY",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.set_defaults(func=cmd_assertion_key)
     return parser
 
 
