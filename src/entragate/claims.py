@@ -50,6 +50,10 @@ def _token_kind(claims: dict, scopes: tuple[str, ...]) -> str:
     return USER
 
 
+def _numeric(value) -> float:
+    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else 0
+
+
 def identity_from_claims(claims: dict) -> Identity:
     scp = _optional_str(claims, "scp")
     scopes = tuple(scp.split()) if scp else ()
@@ -59,7 +63,6 @@ def identity_from_claims(claims: dict) -> Identity:
         or _optional_str(claims, "unique_name")
     )
     aud = claims.get("aud")
-    exp = claims.get("exp")
     return Identity(
         oid=_optional_str(claims, "oid"),
         tid=_optional_str(claims, "tid"),
@@ -75,5 +78,6 @@ def identity_from_claims(claims: dict) -> Identity:
         version=_optional_str(claims, "ver") or "",
         issuer=_optional_str(claims, "iss") or "",
         audience=aud if isinstance(aud, str) else "",
-        expires_at=exp if isinstance(exp, int) and not isinstance(exp, bool) else 0,
+        expires_at=_numeric(claims.get("exp")),
+        not_before=max(_numeric(claims.get("nbf")), _numeric(claims.get("iat"))),
     )

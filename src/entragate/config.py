@@ -27,6 +27,8 @@ DEFAULT_JWKS_COOLDOWN_SECONDS = 60
 DEFAULT_FETCH_TIMEOUT_SECONDS = 5.0
 DEFAULT_ORIGIN_TIMEOUT_SECONDS = 30.0
 DEFAULT_ASSERTION_ISSUER = "entragate"
+# A verified token is trusted from memory for at most this long (and never past its exp).
+DEFAULT_TOKEN_CACHE_SECONDS = 300
 HEADER_PREFIX = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*-$")
 MULTI_TENANT_AUTHORITIES = frozenset({"organizations", "common"})
 ANY_TENANT = "*"
@@ -59,6 +61,7 @@ class Config:
     assertion_previous_jwks: tuple[dict, ...]
     assertion_issuer: str
     audit_allow_sample_rate: float
+    token_cache_seconds: int
 
     @property
     def multi_tenant(self) -> bool:
@@ -126,6 +129,7 @@ class Config:
             assertion_previous_jwks=reader.public_jwks("ASSERTION_PREVIOUS_KEYS"),
             assertion_issuer=reader.text("ASSERTION_ISSUER", DEFAULT_ASSERTION_ISSUER),
             audit_allow_sample_rate=reader.fraction("AUDIT_ALLOW_SAMPLE_RATE", 1.0),
+            token_cache_seconds=reader.integer("TOKEN_CACHE_SECONDS", DEFAULT_TOKEN_CACHE_SECONDS, 0, 3600),
         )
 
 

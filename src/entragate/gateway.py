@@ -22,6 +22,7 @@ from .identity import Identity
 from .keys import IssuerKeys
 from .paths import canonical_path
 from .policy import Policy
+from .token_cache import CachingValidator
 from .tokens import TokenValidator
 from .upstream import forwarded_groups, headers_to_strip, identity_headers
 
@@ -198,4 +199,6 @@ def assemble(config: Config, policy: Policy, *, http, store, verifier, clock, lo
         for version in config.token_versions
     }
     validator = TokenValidator(config, keys, verifier)
+    if config.token_cache_seconds:
+        validator = CachingValidator(validator, keys, clock=clock, skew=config.clock_skew, max_age=config.token_cache_seconds)
     return Gateway(config, validator, policy, keys=keys, policy_groups=policy_groups, signer=signer, clock=clock)

@@ -27,4 +27,5 @@ class Identity:
     version: str
     issuer: str
     audience: str
-    expires_at: int
+    expires_at: float  # exp
+    not_before: float = 0.0  # the later of nbf and iat (0 if neither)

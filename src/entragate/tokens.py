@@ -13,8 +13,7 @@ import json
 import math
 from typing import Protocol
 
-import jwt
-from jwt.utils import base64url_decode
+from .pyjwt import StrictJWS, base64url_decode, jwt
 
 from .claims import identity_from_claims
 from .config import GUID, Config
@@ -57,7 +56,12 @@ def _strict_json_object(raw: bytes, what: str) -> dict:
 
 class _EntraJWT(jwt.PyJWT):
     """PyJWT with a strict payload reader: PyJWT's own time checks call int() on the claim,
-    which would take "123", 1.9 or True; here a time claim must be a real finite number."""
+    which would take "123", 1.9 or True; here a time claim must be a real finite number.
+    Segments are decoded by StrictJWS (pyjwt.py)."""
+
+    def __init__(self):
+        super().__init__()
+        self._jws = StrictJWS(options=self._get_sig_options())
 
     def _decode_payload(self, decoded):
         payload = _strict_json_object(decoded["payload"], "payload")

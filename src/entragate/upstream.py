@@ -31,6 +31,7 @@ same variable as `X-Entragate-User`), as are well-known identity headers of othe
 that an origin might trust by mistake.
 """
 
+import re
 from urllib.parse import quote
 
 from .identity import Identity
@@ -51,13 +52,20 @@ _SAFE = "".join(chr(c) for c in range(0x20, 0x7F) if chr(c) not in "%")
 _SAFE_IN_LIST = _SAFE.replace(",", "")
 
 
+# Most values (GUIDs, UPNs, role names) need no encoding; skip quote() for them.
+_NEEDS_NO_ENCODING = re.compile(r"[\x20-\x24\x26-\x7e]*")
+_LIST_ITEM_NEEDS_NO_ENCODING = re.compile(r"[\x20-\x24\x26-\x2b\x2d-\x7e]*")
+
+
 def header_value(value: str) -> str:
-    return quote(value, safe=_SAFE)
+    return value if _NEEDS_NO_ENCODING.fullmatch(value) else quote(value, safe=_SAFE)
 
 
 def header_list(items) -> str:
     # An item's own commas are encoded, so splitting on "," is always right.
-    return ",".join(quote(item, safe=_SAFE_IN_LIST) for item in items)
+    return ",".join(
+        item if _LIST_ITEM_NEEDS_NO_ENCODING.fullmatch(item) else quote(item, safe=_SAFE_IN_LIST) for item in items
+    )
 
 
 def _normalised(name: str) -> str:

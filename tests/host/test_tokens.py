@@ -44,6 +44,7 @@ class Harness:
             "ENTRA_TENANT_ID": tenant.tenant_id,
             "ENTRA_AUTHORITY": tenant.authority,
             "ENTRA_AUDIENCES": f"{tenant.client_id},{tenant.app_id_uri}",
+            "TOKEN_CACHE_SECONDS": "0",  # every call here is a full validation (cache: test_token_cache.py)
             **overrides,
         }
         self.config = Config.from_env(env.get)

@@ -1,0 +1,159 @@
+"""Per-request pipeline cost of the real gateway code: extract → validate → authorize →
+build the upstream request (Gateway.handle). Runs unchanged on CPython (host verifier) and
+inside Pyodide (WebCrypto verifier, via bench/pyodide_bench.mjs).
+
+Input: a JSON file written by bench/run.py (config, key set, tokens minted by the mock tenant).
+Output: one JSON line {"runtime", "scenarios": {name: {"median_us", "p99_us", "n"}}, ...}.
+Keys come from a pre-filled store, so no request touches the network.
+"""
+
+import asyncio
+import gc
+import json
+import statistics
+import sys
+import time
+import tracemalloc
+
+IN_PYODIDE = sys.platform == "emscripten"
+
+from entragate.config import Config  # noqa: E402
+from entragate.gateway import IncomingRequest, assemble, discovery_url  # noqa: E402
+from entragate.keys import STORE_FORMAT  # noqa: E402
+from entragate.policy import Policy  # noqa: E402
+from entragate.token_cache import CachingValidator  # noqa: E402
+from entragate.upstream import referenced_groups  # noqa: E402
+
+
+class NoNetwork:
+    async def get_json(self, url, timeout):
+        raise AssertionError(f"benchmark must not fetch {url}")
+
+
+class Store:
+    def __init__(self, data):
+        self.data = data
+
+    async def get(self, key):
+        return self.data.get(key)
+
+    async def put(self, key, value):
+        self.data[key] = value
+
+
+def verifier_and_signer(private_jwk):
+    if IN_PYODIDE:
+        import platform_io
+
+        return platform_io.WebCryptoVerifier(), (platform_io.WebCryptoSigner(private_jwk) if private_jwk else None)
+    from entragate_tools.host_crypto import HostSigner, HostVerifier
+
+    return HostVerifier(), (HostSigner(private_jwk) if private_jwk else None)
+
+
+def build(setup, *, assertion: bool):
+    variables = dict(setup["vars"])
+    if not assertion:
+        variables.pop("ASSERTION_SIGNING_KEY", None)
+    config = Config.from_env(variables.get)
+    now = time.time()
+    store = Store({
+        f"entragate:jwks:v{STORE_FORMAT}:{discovery_url(config, version)}": json.dumps({
+            "format": STORE_FORMAT, "issuer": issuer, "jwks_uri": "", "fetched_at": now, "keys": setup["keys"],
+        })
+        for version, issuer in setup["issuers"].items()
+    })
+    policy_data = json.loads(setup["policy_json"])
+    verifier, signer = verifier_and_signer(config.assertion_private_jwk)
+    return assemble(
+        config, Policy.from_json(policy_data), http=NoNetwork(), store=store, verifier=verifier,
+        clock=time.time, log=lambda message: None, policy_groups=referenced_groups(policy_data), signer=signer,
+    )
+
+
+def request(url, token=None):
+    return IncomingRequest(
+        method="GET", url=url, request_id="bench", header_names=("host", "authorization", "accept"),
+        authorization=f"Bearer {token}" if token else None, accept="application/json",
+    )
+
+
+async def timed(gateway, requests, expect):
+    samples = []
+    background = []
+    for incoming in requests:
+        started = time.perf_counter()
+        result = await gateway.handle(incoming, background.append)
+        samples.append((time.perf_counter() - started) * 1e6)
+        if type(result).__name__ != expect:
+            raise AssertionError(f"expected {expect}, got {result!r}")
+    for coroutine in background:
+        coroutine.close()
+    return samples
+
+
+def summary(samples):
+    ordered = sorted(samples)
+    return {
+        "median_us": round(statistics.median(ordered), 1),
+        "p99_us": round(ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))], 1),
+        "n": len(ordered),
+    }
+
+
+async def scenarios(setup, repeat):
+    base = setup["gateway_url"]
+    fresh_tokens = setup["fresh_tokens"]
+    token = setup["repeated_token"]
+    results = {}
+    for assertion in (False, True):
+        gateway = build(setup, assertion=assertion)
+        await timed(gateway, [request(base + "/api/warm", token)], "Forward")  # load keys, import WebCrypto key
+        suffix = " +assertion" if assertion else ""
+        results["fresh token" + suffix] = summary(await timed(gateway, [request(base + "/api/items", t) for t in fresh_tokens], "Forward"))
+        results["repeated token" + suffix] = summary(await timed(gateway, [request(base + "/api/items", token)] * repeat, "Forward"))
+    gateway = build(setup, assertion=False)
+    await timed(gateway, [request(base + "/api/warm", token)], "Forward")
+    results["denied (policy 403)"] = summary(await timed(gateway, [request(base + "/admin/panel", token)] * repeat, "Answer"))
+    results["denied (no token 401)"] = summary(await timed(gateway, [request(base + "/api/items")] * repeat, "Answer"))
+    results["public route"] = summary(await timed(gateway, [request(base + "/healthz")] * repeat, "Forward"))
+    return results
+
+
+async def cache_memory(setup, tokens):
+    """Memory held by the verified-token cache after `tokens` distinct tokens (bounded)."""
+    gateway = build(setup, assertion=False)
+    await timed(gateway, [request(setup["gateway_url"] + "/api/warm", setup["repeated_token"])], "Forward")
+    inner = gateway.validator._validator
+    identity = await inner.validate(setup["repeated_token"], lambda c: c.close())
+
+    class Same:
+        async def validate(self, token, defer):
+            return identity
+
+    cache = CachingValidator(Same(), gateway.validator._keys_by_version, clock=time.time, skew=60)
+    header = setup["repeated_token"].split(".")[0]
+    gc.collect()
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    for n in range(tokens):
+        await cache.validate(f"{header}.{n:012d}.x", None)
+    held = tracemalloc.get_traced_memory()[0] - before
+    tracemalloc.stop()
+    return {"tokens": tokens, "entries": len(cache), "bytes": held}
+
+
+async def main(path=None, repeat=2000):
+    with open(path or sys.argv[1]) as file:
+        setup = json.load(file)
+    results = {
+        "runtime": ("pyodide " if IN_PYODIDE else "cpython ") + sys.version.split()[0],
+        "scenarios": await scenarios(setup, repeat),
+    }
+    if not IN_PYODIDE:  # tracemalloc is not available in Pyodide's build
+        results["token_cache_memory"] = await cache_memory(setup, 100_000)
+    print(json.dumps(results))
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

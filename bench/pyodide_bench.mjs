@@ -1,0 +1,71 @@
+// Runs in ONE Node process: the jose anchor (jwtVerify, same key, claims and checks), the
+// Worker's cold import, and bench/pipeline_bench.py inside Pyodide with WebCrypto.
+//   node bench/pyodide_bench.mjs SETUP.json   (SETUP.json under the project; written by bench/run.py)
+// Prints one JSON line.
+
+import fs from "node:fs";
+import path from "node:path";
+import { importJWK, jwtVerify } from "jose";
+
+import { PROJECT_DIR, PYODIDE_PROJECT_DIR, loadPythonRuntime } from "../runner/pyodide_runtime.mjs";
+
+function summary(samples) {
+  const ordered = [...samples].sort((a, b) => a - b);
+  const middle = Math.floor(ordered.length / 2);
+  const median = ordered.length % 2 ? ordered[middle] : (ordered[middle - 1] + ordered[middle]) / 2;
+  const p99 = ordered[Math.min(ordered.length - 1, Math.floor(ordered.length * 0.99))];
+  return { median_us: Math.round(median * 10) / 10, p99_us: Math.round(p99 * 10) / 10, n: ordered.length };
+}
+
+async function joseScenarios(setup) {
+  const jwk = setup.keys.find((key) => key.kid === setup.signing_kid);
+  const key = await importJWK({ kty: jwk.kty, n: jwk.n, e: jwk.e }, "RS256");
+  const options = {
+    algorithms: ["RS256"],
+    issuer: setup.issuers["2.0"],
+    audience: setup.vars.ENTRA_AUDIENCES.split(","),
+    clockTolerance: 60,
+    requiredClaims: ["exp"],
+  };
+  await jwtVerify(setup.repeated_token, key, options);
+  const time = async (tokens) => {
+    const samples = [];
+    for (const token of tokens) {
+      const started = performance.now();
+      await jwtVerify(token, key, options);
+      samples.push((performance.now() - started) * 1000);
+    }
+    return summary(samples);
+  };
+  return {
+    "fresh token": await time(setup.fresh_tokens),
+    "repeated token": await time(Array(2000).fill(setup.repeated_token)),
+  };
+}
+
+const setupPath = path.resolve(process.argv[2]);
+const setup = JSON.parse(fs.readFileSync(setupPath, "utf8"));
+const jose = await joseScenarios(setup);
+
+const loadStarted = performance.now();
+const pyodide = await loadPythonRuntime();
+const loadMs = performance.now() - loadStarted;
+// The SDK is the platform's; the Worker's own modules are what this project controls.
+let started = performance.now();
+pyodide.runPython("import workers");
+const sdkImportMs = performance.now() - started;
+started = performance.now();
+pyodide.runPython("import entry");
+const importMs = performance.now() - started;
+
+let output = "";
+pyodide.setStdout({ batched: (line) => { output += line + "\n"; } });
+const inPyodide = path.posix.join(PYODIDE_PROJECT_DIR, path.relative(PROJECT_DIR, setupPath));
+await pyodide.runPythonAsync(`
+import runpy
+_bench = runpy.run_path("${PYODIDE_PROJECT_DIR}/bench/pipeline_bench.py")
+await _bench["main"](${JSON.stringify(inPyodide)})
+`);
+const python = JSON.parse(output.trim().split("\n").pop());
+console.log(JSON.stringify({ ...python, jose: { runtime: `node ${process.versions.node}`, scenarios: jose },
+  cold: { pyodide_load_ms: Math.round(loadMs), sdk_import_ms: Math.round(sdkImportMs), worker_import_ms: Math.round(importMs) } }));

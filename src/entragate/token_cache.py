@@ -1,0 +1,80 @@
+"""Verified-token cache: a token seen again skips parsing and signature verification.
+
+Rules (a hit must never accept what a fresh validation would refuse, except for the
+re-fetch of keys, which the cache by design does not trigger):
+- keyed by the SHA-256 of the token, so the map never holds token text;
+- bounded: at most `max_entries`, oldest evicted first;
+- an entry lives until the token's `exp` and at most `max_age` seconds after it was verified;
+- `exp` and `nbf` are re-checked, with the configured skew, on every hit;
+- an entry is dropped as soon as its signing key is no longer in the issuer's key set.
+Failures are never cached: an invalid token costs a full validation every time.
+"""
+
+import hashlib
+import json
+
+from .identity import Identity
+from .pyjwt import base64url_decode
+
+DEFAULT_MAX_ENTRIES = 4096
+DEFAULT_MAX_AGE_SECONDS = 300
+
+
+class _Entry:
+    __slots__ = ("identity", "evict_at", "issuer_keys", "kid")
+
+    def __init__(self, identity, evict_at, issuer_keys, kid):
+        self.identity = identity
+        self.evict_at = evict_at
+        self.issuer_keys = issuer_keys
+        self.kid = kid
+
+
+def _kid(token: str) -> str | None:
+    header = json.loads(base64url_decode(token.partition(".")[0]))
+    return header.get("kid")
+
+
+class CachingValidator:
+    """Wraps a TokenValidator with the verified-token cache; same `validate` interface."""
+
+    def __init__(self, validator, keys_by_version: dict, *, clock, skew: int,
+                 max_entries: int = DEFAULT_MAX_ENTRIES, max_age: int = DEFAULT_MAX_AGE_SECONDS):
+        self._validator = validator
+        self._keys_by_version = keys_by_version
+        self._clock = clock
+        self._skew = skew
+        self._max_entries = max_entries
+        self._max_age = max_age
+        self._entries: dict[bytes, _Entry] = {}
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    async def validate(self, token: str, defer) -> Identity:
+        digest = hashlib.sha256(token.encode()).digest()
+        entry = self._entries.get(digest)
+        if entry is not None:
+            identity = self._still_valid(entry)
+            if identity is not None:
+                return identity
+            del self._entries[digest]
+        identity = await self._validator.validate(token, defer)
+        self._remember(digest, token, identity)
+        return identity
+
+    def _still_valid(self, entry: _Entry) -> Identity | None:
+        now = self._clock()
+        identity = entry.identity
+        if now >= entry.evict_at or not identity.not_before - self._skew <= now < identity.expires_at + self._skew:
+            return None
+        key_set = entry.issuer_keys.key_set
+        if key_set is None or entry.kid not in key_set.keys:
+            return None
+        return identity
+
+    def _remember(self, digest: bytes, token: str, identity: Identity) -> None:
+        if len(self._entries) >= self._max_entries:
+            del self._entries[next(iter(self._entries))]
+        issuer_keys = self._keys_by_version[identity.version]
+        self._entries[digest] = _Entry(identity, self._clock() + self._max_age, issuer_keys, _kid(token))

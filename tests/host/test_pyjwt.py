@@ -1,0 +1,37 @@
+"""StrictJWS decodes exactly the canonical unpadded base64url that PyJWT's own check accepts."""
+
+import base64
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from jwt.api_jws import PyJWS
+from jwt.exceptions import DecodeError
+
+from entragate.pyjwt import StrictJWS
+
+
+def encode(data: bytes) -> bytes:
+    return base64.urlsafe_b64encode(data).rstrip(b"=")
+
+
+@pytest.mark.parametrize("segment", [b"ab!c", b"ab+c", b"ab/c", b"a", b"abcde", b"ab c", b"YQ==", b"YR", b"\xc3\xa9"])
+def test_refuses_what_is_not_canonical_unpadded_base64url(segment):
+    with pytest.raises(DecodeError):
+        StrictJWS._decode_base64url_segment(segment, "payload")
+
+
+@given(st.binary(max_size=64))
+def test_agrees_with_pyjwt_on_canonical_segments(data):
+    segment = encode(data)
+    assert StrictJWS._decode_base64url_segment(segment, "x") == PyJWS._decode_base64url_segment(segment, "x") == data
+
+
+@given(st.binary(max_size=24))
+def test_never_accepts_what_pyjwt_refuses(segment):
+    try:
+        PyJWS._decode_base64url_segment(segment, "x")
+    except DecodeError:
+        with pytest.raises(DecodeError):
+            StrictJWS._decode_base64url_segment(segment, "x")
+
