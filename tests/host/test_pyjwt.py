@@ -35,3 +35,17 @@ def test_never_accepts_what_pyjwt_refuses(segment):
         with pytest.raises(DecodeError):
             StrictJWS._decode_base64url_segment(segment, "x")
 
+
+
+@given(st.binary(min_size=1, max_size=40), st.integers(min_value=0, max_value=63))
+def test_non_canonical_last_character_is_refused_like_pyjwt(data, replacement):
+    segment = bytearray(encode(data))
+    segment[-1] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"[replacement]
+    segment = bytes(segment)
+    try:
+        expected = PyJWS._decode_base64url_segment(segment, "x")
+    except DecodeError:
+        with pytest.raises(DecodeError):
+            StrictJWS._decode_base64url_segment(segment, "x")
+    else:
+        assert StrictJWS._decode_base64url_segment(segment, "x") == expected
