@@ -182,6 +182,7 @@ async def forward(js_request, url: str, strip, add, timeout: float):
         return await asyncio.wait_for(asyncio.shield(pending), timeout)
     except TimeoutError:
         controller.abort()
+        pending.add_done_callback(lambda future: future.exception())  # the AbortError is expected
         raise OriginTimeout() from None
     except JsException as error:
         raise OriginUnreachable(error.name) from None

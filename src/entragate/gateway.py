@@ -87,7 +87,7 @@ class Gateway:
             raise AmbiguousPath("request URL has no host or path")
         raw_path = path_and_query.partition("?")[0]
         if raw_path == HEALTH_PATH:
-            return await self.health(request.request_id)
+            return await self.health(request.request_id, defer)
         if raw_path == JWKS_PATH:
             return self.assertion_jwks()
         path = canonical_path(raw_path)
@@ -131,13 +131,13 @@ class Gateway:
             return deny(504, "origin_timeout", "the origin did not answer in time", request.request_id, kind)
         return deny(502, "origin_unreachable", "the origin could not be reached", request.request_id, kind)
 
-    async def health(self, request_id: str) -> Answer:
+    async def health(self, request_id: str, defer) -> Answer:
         """Readiness: every issuer's key set loaded (from memory, KV or the network)."""
         now = self.clock()
         issuers = []
         for version, issuer_keys in self.keys.items():
             try:
-                key_set = await issuer_keys.current(lambda coroutine: coroutine.close())
+                key_set = await issuer_keys.current(defer)
                 issuers.append({"version": version, "loaded": True, "keys": len(key_set.keys),
                                 "age_seconds": round(now - key_set.fetched_at)})
             except KeysUnavailable:

@@ -137,3 +137,22 @@ def test_last_known_good_keys_keep_serving_when_the_tenant_goes_down():
         # ...and valid tokens still pass on the last-known-good keys.
         assert stack.request("GET", "/api/a", token=stack.tenant.mint())[0] == 200
         assert stack.tenant.hits("discovery") >= 2
+
+
+def test_health_loads_keys_and_caches_them_in_kv(tmp_path):
+    with Stack(persist_to=tmp_path) as stack:
+        status, _, body = stack.request("GET", "/.well-known/entragate/health")
+        assert status == 200 and json.loads(body)["status"] == "ready"
+        stack.restart_runner()
+        stack.tenant.reset_hits()
+        assert stack.request("GET", "/api/a", token=stack.tenant.mint())[0] == 200
+        assert stack.tenant.hits("jwks") == 0
+
+
+def test_health_is_503_while_no_keys_can_be_had():
+    with Stack() as stack:
+        stack.tenant.set_mode("error500", target="all")
+        status, _, body = stack.request("GET", "/.well-known/entragate/health")
+        report = json.loads(body)
+        assert status == 503 and report["status"] == "unavailable"
+        assert not any(issuer["loaded"] for issuer in report["issuers"])
