@@ -56,7 +56,9 @@ def _numeric(value) -> float:
 
 def identity_from_claims(claims: dict) -> Identity:
     scp = _optional_str(claims, "scp")
-    scopes = tuple(scp.split()) if scp else ()
+    # Scopes are separated by spaces and nothing else (RFC 6749 §3.3): str.split() would
+    # also split on tabs, NBSP and other Unicode spaces, granting "b" for "a\u00a0b".
+    scopes = tuple(scope for scope in scp.split(" ") if scope) if scp else ()
     username = (
         _optional_str(claims, "preferred_username")
         or _optional_str(claims, "upn")

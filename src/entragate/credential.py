@@ -16,9 +16,12 @@ _JWS_COMPACT = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
 
 def extract_bearer(authorization: str | None) -> str:
     """Return the token from an Authorization header value, or raise a CredentialError."""
-    if authorization is None or not authorization.strip():
+    # Only HTTP's optional whitespace (SP, HTAB) is trimmed: str.strip() would also drop
+    # newlines, NEL (\x85) and Unicode spaces, accepting a token with junk around it.
+    authorization = authorization.strip(" \t") if authorization is not None else None
+    if not authorization:
         raise MissingCredential("no bearer token")
-    scheme, _, token = authorization.strip().partition(" ")
+    scheme, _, token = authorization.partition(" ")
     if scheme.lower() != "bearer":
         raise MalformedCredential("authorization scheme must be Bearer")
     token = token.strip(" ")

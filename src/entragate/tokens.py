@@ -132,7 +132,10 @@ class TokenValidator:
         header, claims = decoded["header"], decoded["payload"]
         kid = _check_header(header, config.algorithms)
 
-        issuer_keys = self._keys_by_version.get(claims.get("ver"))
+        ver = claims.get("ver")
+        # Looked up before the signature is checked: a list or object here must be a 401,
+        # not a TypeError (unhashable) that the Worker would answer with a 500.
+        issuer_keys = self._keys_by_version.get(ver) if isinstance(ver, str) else None
         if issuer_keys is None:
             raise InvalidToken("token version not accepted")
         tid = claims.get("tid")
