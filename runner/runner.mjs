@@ -145,7 +145,8 @@ async function sendWebResponse(res, response) {
   }
   const cookies = response.headers.getSetCookie();
   if (cookies.length) headers["set-cookie"] = cookies;
-  res.writeHead(response.status, response.statusText, headers);
+  // Python Responses carry no reason phrase; send the standard one, as workerd does.
+  res.writeHead(response.status, response.statusText || undefined, headers);
   if (!response.body) return res.end();
   for await (const chunk of response.body) res.write(chunk);
   res.end();

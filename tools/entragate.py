@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""entragate's policy CLI: `python tools/entragate.py {check,compile,explain,test,schema} --help`.
+"""entragate's CLI: `python tools/entragate.py {check,compile,explain,test,schema,assertion-key} --help`.
 
 A launcher so the CLI runs from a checkout without installing anything: it puts the edge
 package (src/) and the build-time tools (tools/) on the path and hands over.

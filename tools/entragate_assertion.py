@@ -13,7 +13,10 @@
 
 `verify` raises `jwt.InvalidTokenError` (or a subclass) for anything but a valid assertion
 made for this origin, this method and this path (the raw, still percent-encoded path the
-origin received, without the query), within its 60-second life.
+origin received, without the query), within its 60-second life. That includes an unknown
+`kid`, an empty key set and an unreachable JWKS URL, which PyJWT reports as
+PyJWKClientError / PyJWKSetError: here they are refusals too, so catching InvalidTokenError
+is enough.
 """
 
 from urllib.parse import urlsplit
@@ -34,7 +37,10 @@ class AssertionVerifier:
         self._leeway = leeway
 
     def verify(self, assertion: str, *, method: str | None = None, path: str | None = None) -> dict:
-        key = self._keys.get_signing_key_from_jwt(assertion)
+        try:
+            key = self._keys.get_signing_key_from_jwt(assertion)
+        except (jwt.PyJWKClientError, jwt.PyJWKSetError) as error:
+            raise jwt.InvalidTokenError(f"no usable key for this assertion: {error}") from None
         claims = jwt.decode(
             assertion, key, algorithms=ALGORITHMS, audience=self._audience, issuer=self._issuer,
             leeway=self._leeway, options={"require": ["exp", "iat", "iss", "aud", "htm", "htu"]},

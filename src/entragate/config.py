@@ -58,7 +58,7 @@ class Config:
     forward_authorization: bool
     assertion_private_jwk: dict | None
     assertion_public_jwk: dict | None
-    assertion_previous_jwks: tuple[dict, ...]
+    assertion_published_jwks: tuple[dict, ...]
     assertion_issuer: str
     audit_allow_sample_rate: float
     token_cache_seconds: int
@@ -126,7 +126,9 @@ class Config:
             forward_authorization=reader.boolean("FORWARD_AUTHORIZATION", False),
             assertion_private_jwk=private_jwk,
             assertion_public_jwk=public_jwk,
-            assertion_previous_jwks=reader.public_jwks("ASSERTION_PREVIOUS_KEYS"),
+            # Extra public keys served beside the current one: the next key before a rotation, the
+            # previous one after it, so origins never meet a kid they cannot fetch.
+            assertion_published_jwks=reader.public_jwks("ASSERTION_PUBLISHED_KEYS"),
             assertion_issuer=reader.text("ASSERTION_ISSUER", DEFAULT_ASSERTION_ISSUER),
             audit_allow_sample_rate=reader.fraction("AUDIT_ALLOW_SAMPLE_RATE", 1.0),
             token_cache_seconds=reader.integer("TOKEN_CACHE_SECONDS", DEFAULT_TOKEN_CACHE_SECONDS, 0, 3600),

@@ -154,7 +154,7 @@ class Gateway:
 
     def assertion_jwks(self) -> Answer:
         keys = [self.config.assertion_public_jwk] if self.signer else []
-        keys += list(self.config.assertion_previous_jwks)
+        keys += list(self.config.assertion_published_jwks)
         headers = (("content-type", "application/json"), ("cache-control", "public, max-age=300"))
         return Answer(200, "jwks", headers, json.dumps({"keys": keys}))
 

@@ -322,13 +322,18 @@ def cmd_schema(args, out, err) -> int:
 
 def cmd_assertion_key(args, out, err) -> int:
     # `cryptography` is a host-only dependency; only this command needs it.
+    from entragate.assertion import parse_signing_key
+
     from .host_crypto import new_assertion_key
 
     # The key alone on stdout, so it can be piped straight into `wrangler secret put`.
-    print(new_assertion_key(), file=out)
+    private = new_assertion_key()
+    print(private, file=out)
+    public = json.dumps(parse_signing_key(private)[1])
     print(
         "store it with `npx wrangler secret put ASSERTION_SIGNING_KEY` (paste the line above); "
-        "its public half is then served at /.well-known/entragate/jwks.json",
+        "its public half is then served at /.well-known/entragate/jwks.json.\n"
+        f"To rotate without a gap, publish the public half first (ASSERTION_PUBLISHED_KEYS='[{public}]'):\n{public}",
         file=err,
     )
     return OK
