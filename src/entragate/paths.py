@@ -36,6 +36,10 @@ Rules, in the order they are applied (the first that fails names the refusal):
 8. Non-ASCII characters whose compatibility normalisation (NFKC) contains `/`, `\\`, `?`,
    `#`, `;` or `%`, or a segment whose NFKC form is `.` or `..` (full-width dots), are refused:
    some servers apply Unicode normalisation after decoding.
+9. A segment that begins or ends with whitespace (`%20`, `%C2%A0`, any Unicode space) is
+   refused: some frameworks trim path segments before routing (Spring's AntPathMatcher
+   `trimTokens`, CVE-2016-5007), so `/admin%20` would be matched here as a path other than
+   the one the origin serves. Whitespace inside a segment (`/a%20b`) is fine.
 
 Accepted escapes (`%41`, `%20`, `%C3%A9`, `%25` not followed by two hex digits, ...) are
 decoded; their decoding cannot change the segment structure. Because the same rules apply
@@ -55,8 +59,8 @@ import unicodedata
 from .errors import AmbiguousPath
 
 _HEX = "0123456789abcdefABCDEF"
-# Fast path: printable ASCII without % \ # ? ; needs no decoding, only the segment checks.
-_SIMPLE_CHARS = frozenset(chr(c) for c in range(0x20, 0x7F)) - frozenset("%\\#?;")
+# Fast path: printable ASCII without space % \ # ? ; needs no decoding, only the segment checks.
+_SIMPLE_CHARS = frozenset(chr(c) for c in range(0x21, 0x7F)) - frozenset("%\\#?;")
 _DOUBLE_ESCAPE = re.compile(r"%[0-9A-Fa-f]{2}")
 _REFUSED_DECODED = {
     "\\": "backslash",
@@ -130,6 +134,8 @@ def canonical_path(raw_path: str) -> str:
             raise AmbiguousPath(f"dot segment '{seg}' (raw or percent-encoded)")
         if not seg.isascii():
             _check_unicode(seg)
+        if seg[0].isspace() or seg[-1].isspace():
+            raise AmbiguousPath("path segment begins or ends with whitespace")
     return path
 
 

@@ -28,7 +28,9 @@ In the comma-separated lists each item's own commas are encoded too.
 Before ours are added, every client-sent header whose name, lower-cased with `_` read as
 `-`, starts with the prefix is removed (WSGI/CGI servers turn `X_Entragate_User` into the
 same variable as `X-Entragate-User`), as are well-known identity headers of other proxies
-that an origin might trust by mistake.
+that an origin might trust by mistake, and headers with which some origin frameworks
+replace the request's path, host or method (ROUTING_OVERRIDE_HEADERS): the gateway decided
+on the request line and Host, so the origin must not act on anything else.
 """
 
 import re
@@ -47,6 +49,17 @@ LOOKALIKE_IDENTITY_HEADERS = frozenset({
     "x-ms-client-principal-id", "x-ms-client-principal-name", "x-ms-client-principal-idp",
     "x-ms-token-aad-access-token", "x-ms-token-aad-id-token", "remote-user", "x-remote-user",
     "x-user", "x-email",
+})
+# Headers that make some origin frameworks route on another path, host or method than the
+# request line and Host the policy decided on: IIS URL Rewrite / Symfony / Laravel / Zend
+# (X-Original-URL, X-Rewrite-URL), nginx auth_request setups (X-Original-URI,
+# X-Forwarded-Uri), Spring's ForwardedHeaderFilter and similar (Forwarded, X-Forwarded-Host,
+# -Prefix, -Path, -Server), and method-override middleware (a GET decided as a read would be
+# served as a DELETE). A client never has a reason to send them to a gateway.
+ROUTING_OVERRIDE_HEADERS = frozenset({
+    "x-original-url", "x-rewrite-url", "x-original-uri", "x-forwarded-uri", "x-forwarded-path",
+    "x-forwarded-prefix", "x-forwarded-host", "x-forwarded-server", "x-original-host", "x-host",
+    "forwarded", "x-http-method-override", "x-http-method", "x-method-override",
 })
 _SAFE = "".join(chr(c) for c in range(0x20, 0x7F) if chr(c) not in "%")
 _SAFE_IN_LIST = _SAFE.replace(",", "")
@@ -78,7 +91,7 @@ def headers_to_strip(names, prefix: str, forward_authorization: bool) -> list[st
     strip = []
     for name in names:
         normal = _normalised(name)
-        if normal.startswith(prefix) or normal in LOOKALIKE_IDENTITY_HEADERS:
+        if normal.startswith(prefix) or normal in LOOKALIKE_IDENTITY_HEADERS or normal in ROUTING_OVERRIDE_HEADERS:
             strip.append(name)
         elif normal == "authorization" and not forward_authorization:
             strip.append(name)
