@@ -7,6 +7,7 @@ The gateway owns the paths under GATEWAY_PATHS (health, assertion keys); they ar
 before any policy, so a policy cannot expose or hide them.
 """
 
+import functools
 import json
 import random
 from dataclasses import dataclass, replace
@@ -22,7 +23,7 @@ from .identity import Identity
 from .keys import IssuerKeys
 from .paths import canonical_path
 from .policy import Policy
-from .token_cache import CachingValidator
+from .token_cache import DEFAULT_MAX_ENTRIES, CachingValidator
 from .tokens import TokenValidator
 from .upstream import forwarded_groups, headers_to_strip, identity_headers
 
@@ -52,6 +53,14 @@ class Forward:
 
 # Answers about the gateway itself, not decisions about a request: not audited.
 UNAUDITED = frozenset({"health", "jwks"})
+
+
+@functools.lru_cache(maxsize=DEFAULT_MAX_ENTRIES)
+def _identity_part(identity: Identity, prefix: str, policy_groups: frozenset[str]):
+    """(forwarded groups, identity headers): fixed for an identity, so a token seen again
+    (an identical Identity from the token cache) does not rebuild them."""
+    groups = forwarded_groups(identity, policy_groups)
+    return groups, tuple(identity_headers(identity, groups, prefix))
 
 
 def split_url(url: str) -> tuple[str | None, str]:
@@ -113,9 +122,8 @@ class Gateway:
             answer = deny(403, decision.reason, "not allowed by policy", request.request_id, kind, challenge)
             return replace(answer, rule=route.name, identity=identity)
 
-        groups = forwarded_groups(identity, self.policy_groups)
-        add = [request_id_header, (self.config.header_prefix + "rule", route.name)]
-        add += identity_headers(identity, groups, self.config.header_prefix)
+        groups, headers = _identity_part(identity, self.config.header_prefix, self.policy_groups)
+        add = [request_id_header, (self.config.header_prefix + "rule", route.name), *headers]
         if self.signer is not None:
             claims = assertion_claims(
                 identity, groups, issuer=self.config.assertion_issuer, audience=origin, now=self.clock(),
