@@ -5,7 +5,9 @@ Rules (see README "Signing keys"):
 - at most one fetch attempt per `cooldown` per issuer, and concurrent callers share the one
   fetch in flight, so an attacker's stream of unknown kids costs one fetch per cooldown;
 - a failed refresh keeps the last-known-good set; with no set at all: KeysUnavailable (503);
-- the fetched set is written to KV in the background (`defer`), never on the response path.
+- the fetched set is written to KV in the background (`defer`), never on the response path;
+- the one KV read per isolate gets the fetch timeout: a stalled KV falls back to the network
+  rather than holding every request; a stored set dated in the future counts as stale.
 
 I/O is injected: `http.get_json(url, timeout)` raises KeyFetchError on any failure, and
 `store` has async `get(key) -> str | None` / `put(key, value)`. `clock()` returns seconds.
@@ -134,7 +136,8 @@ class IssuerKeys:
     def _needs_refresh(self, kid) -> bool:
         if self._set is None:
             return True
-        if self._clock() - self._set.fetched_at >= self._max_age:
+        age = self._clock() - self._set.fetched_at
+        if not 0 <= age < self._max_age:  # a set "fetched" in the future would never expire
             return True
         return kid is not None and kid not in self._set.keys
 
@@ -172,7 +175,7 @@ class IssuerKeys:
 
     async def _read_store(self) -> KeySet | None:
         try:
-            text = await self._store.get(self._store_key)
+            text = await asyncio.wait_for(self._store.get(self._store_key), self._timeout)
             return KeySet.from_json(text) if isinstance(text, str) else None
         except Exception as error:  # KV outage or a corrupt entry: fall back to fetching
             self._log(f"ignoring cached key set for {self.discovery_url}: {error}")
