@@ -9,6 +9,7 @@ Keys come from a pre-filled store, so no request touches the network.
 
 import asyncio
 import gc
+from dataclasses import replace
 import json
 import statistics
 import sys
@@ -18,7 +19,7 @@ import tracemalloc
 IN_PYODIDE = sys.platform == "emscripten"
 
 from entragate.config import Config  # noqa: E402
-from entragate.gateway import IncomingRequest, assemble, discovery_url  # noqa: E402
+from entragate.gateway import IncomingRequest, _identity_part, assemble, discovery_url  # noqa: E402
 from entragate.keys import STORE_FORMAT  # noqa: E402
 from entragate.policy import Policy  # noqa: E402
 from entragate.token_cache import CachingValidator  # noqa: E402
@@ -121,23 +122,35 @@ async def scenarios(setup, repeat):
 
 
 async def cache_memory(setup, tokens):
-    """Memory held by the verified-token cache after `tokens` distinct tokens (bounded)."""
+    """Memory held by the verified-token cache and the identity-header memo after `tokens`
+    distinct users' tokens: both are bounded, so this stays flat however many tokens pass."""
     gateway = build(setup, assertion=False)
     await timed(gateway, [request(setup["gateway_url"] + "/api/warm", setup["repeated_token"])], "Forward")
     inner = gateway.validator._validator
     identity = await inner.validate(setup["repeated_token"], lambda c: c.close())
 
-    class Same:
-        async def validate(self, token, defer):
-            return identity
+    class Distinct:
+        """Every token a different user: an identity of the real token's shape, new strings."""
 
-    cache = CachingValidator(Same(), gateway.validator._keys_by_version, clock=time.time, skew=60)
+        def __init__(self):
+            self.n = 0
+
+        async def validate(self, token, defer):
+            self.n += 1
+            tag = f"{self.n:08d}"
+            return replace(identity, oid=identity.oid[:-8] + tag, sub=identity.sub[:-8] + tag,
+                           name=f"{identity.name} {tag}", username=f"{tag}.{identity.username}",
+                           groups=tuple(g[:-8] + tag for g in identity.groups))
+
+    cache = CachingValidator(Distinct(), gateway.validator._keys_by_version, clock=time.time, skew=60)
     header = setup["repeated_token"].split(".")[0]
     gc.collect()
     tracemalloc.start()
     before = tracemalloc.get_traced_memory()[0]
+    _identity_part.cache_clear()
     for n in range(tokens):
-        await cache.validate(f"{header}.{n:012d}.x", None)
+        seen = await cache.validate(f"{header}.{n:012d}.x", None)
+        _identity_part(seen, gateway.config.header_prefix, gateway.policy_groups)  # the header memo, bounded alike
     held = tracemalloc.get_traced_memory()[0] - before
     tracemalloc.stop()
     return {"tokens": tokens, "entries": len(cache), "bytes": held}
