@@ -195,11 +195,56 @@ def print_table(results: dict) -> None:
         print("\nPolicy scaling (CPython):\n" + results["policy_scaling"])
 
 
+def markdown(results: dict) -> str:
+    p, h, b, f = results["pipeline"], results.get("http"), results["bundle"], results["first_requests"]
+    lines = [
+        f"Measured {results['when']} with `uv run python bench/run.py --runs {results['runs']} --readme` "
+        f"on a 2-core VM ({p['runtimes']['pyodide']} in {p['runtimes']['jose']}; {p['runtimes']['cpython']}). "
+        f"Per-request figures: median of {results['runs']} runs' medians; × = ratio to jose's `jwtVerify` "
+        f"of a fresh token ({p['jose_fresh_median_us']} µs) measured in the same Node process.",
+        "",
+        "| scenario (Gateway.handle) | Pyodide median / p99 µs | × jose | CPython median / p99 µs | × jose |",
+        "|---|---|---|---|---|",
+    ]
+    for row in p["rows"]:
+        lines.append(f"| {row['scenario']} | {row['pyodide_median_us']} / {row['pyodide_p99_us']} | {row['pyodide_x_jose']} "
+                     f"| {row['cpython_median_us']} / {row['cpython_p99_us']} | {row['cpython_x_jose']} |")
+    memory = p["token_cache_memory"]
+    lines += [
+        "",
+        f"- Cold start (Pyodide): load {p['cold']['pyodide_load_ms']} ms, `workers` SDK import {p['cold']['sdk_import_ms']} ms, "
+        f"Worker modules import {p['cold']['worker_import_ms']} ms.",
+        f"- First request through the runner: keys from the network {f['first_request_keys_from_network_ms']} ms, "
+        f"from KV (new runner) {f['first_request_keys_from_kv_ms']} ms; a warm request {f['warm_request_ms']} ms.",
+        f"- Token cache + header memo after {memory['tokens']:,} distinct users' tokens: {memory['entries']} entries, "
+        f"{memory['bytes'] / 1e6:.1f} MB (CPython tracemalloc; bounded, flat beyond 4096 tokens).",
+    ]
+    if h:
+        lines.append(f"- HTTP, {h['requests']} requests at concurrency {h['concurrency']}: echo origin direct p50 {h['direct']['p50_ms']} ms / "
+                     f"p99 {h['direct']['p99_ms']} ms, {h['direct']['rps']} req/s; through the offline runner p50 {h['via_gateway']['p50_ms']} ms / "
+                     f"p99 {h['via_gateway']['p99_ms']} ms, {h['via_gateway']['rps']} req/s (added p50 {h['added_p50_ms']} ms, p99 {h['added_p99_ms']} ms).")
+    lines.append(f"- Bundle (`wrangler deploy --dry-run`): {b['upload_kib']} KiB upload / {b['gzip_kib']} KiB gzip; "
+                 f"edge dependencies: {', '.join(b['edge_dependencies'])}.")
+    if results.get("policy_scaling"):
+        lines += ["", "Policy scaling (`bench/policy_scaling.py`, CPython):", "", "```", results["policy_scaling"], "```"]
+    return "\n".join(lines)
+
+
+def write_readme(results: dict) -> None:
+    readme = ROOT / "README.md"
+    text = readme.read_text()
+    start, end = "<!-- bench:start -->", "<!-- bench:end -->"
+    before, _, rest = text.partition(start)
+    _, _, after = rest.partition(end)
+    readme.write_text(f"{before}{start}\n{markdown(results)}\n{end}{after}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--skip-http", action="store_true")
     parser.add_argument("--skip-scaling", action="store_true")
+    parser.add_argument("--readme", action="store_true", help="also write the figures into README.md")
     args = parser.parse_args()
 
     results = {"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "runs": args.runs}
@@ -222,6 +267,9 @@ def main() -> int:
     RESULTS.write_text(json.dumps(results, indent=2))
     print_table(results)
     print(f"\nwritten to {RESULTS.relative_to(ROOT)}")
+    if args.readme:
+        write_readme(results)
+        print("figures written into README.md")
     return 0
 
 
