@@ -59,11 +59,11 @@ def identity_from_claims(claims: dict) -> Identity:
     # Scopes are separated by spaces and nothing else (RFC 6749 §3.3): str.split() would
     # also split on tabs, NBSP and other Unicode spaces, granting "b" for "a\u00a0b".
     scopes = tuple(scope for scope in scp.split(" ") if scope) if scp else ()
-    username = (
-        _optional_str(claims, "preferred_username")
-        or _optional_str(claims, "upn")
-        or _optional_str(claims, "unique_name")
-    )
+    # Every alternative is type-checked, not only the first one present (an `or` chain
+    # would let "appid": [] through whenever azp is set).
+    preferred_username, upn, unique_name = (_optional_str(claims, n) for n in ("preferred_username", "upn", "unique_name"))
+    azp, appid = _optional_str(claims, "azp"), _optional_str(claims, "appid")
+    username = preferred_username or upn or unique_name
     aud = claims.get("aud")
     return Identity(
         oid=_optional_str(claims, "oid"),
@@ -75,7 +75,7 @@ def identity_from_claims(claims: dict) -> Identity:
         groups_overage=_has_groups_overage(claims),
         roles=_str_list(claims, "roles"),
         scopes=scopes,
-        client_id=_optional_str(claims, "azp") or _optional_str(claims, "appid"),
+        client_id=azp or appid,
         kind=_token_kind(claims, scopes),
         version=_optional_str(claims, "ver") or "",
         issuer=_optional_str(claims, "iss") or "",

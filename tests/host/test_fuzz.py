@@ -1,0 +1,609 @@
+"""Property-based tests (issue #7) for the token parser, the path canonicaliser and the policy
+matcher: no exception other than the gateway's own escapes, no malformed input is ever
+allowed, canonicalisation is idempotent and agrees with every way an origin could read an
+accepted path, and an allowed path stays allowed only for the identity its rule names.
+
+tests/host/test_paths.py already checks that canonical_path raises only AmbiguousPath and
+returns no `//`, `.` or `..`; the properties here are differential (origin readings, a
+reference matcher, an oracle for token acceptance) and run end to end through the gateway.
+"""
+
+import asyncio
+import base64
+import json
+import math
+import posixpath
+import time
+import unicodedata
+from pathlib import Path
+from urllib.parse import quote, unquote, urlsplit
+
+import pytest
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding
+from fixtures.mock_entra import MockTenant
+from hypothesis import HealthCheck, assume, example, given, settings
+from hypothesis import strategies as st
+
+from entragate.config import Config
+from entragate.credential import MAX_TOKEN_BYTES, extract_bearer
+from entragate.errors import AmbiguousPath, CredentialError, GatewayError
+from entragate.gateway import Forward, IncomingRequest, assemble
+from entragate.identity import APP, USER, Identity
+from entragate.paths import canonical_host, canonical_path
+from entragate.tokens import FORBIDDEN_HEADERS, MAX_NUMERIC_DATE
+from entragate.upstream import referenced_groups
+from entragate_tools.compiler import PolicyError, compile_policies
+from entragate_tools.host_crypto import HostVerifier
+from entragate_tools.host_io import MemoryStore
+
+PROJECT = Path(__file__).resolve().parents[2]
+COMPILED = compile_policies(PROJECT / "policies")
+AUTHORITY = "https://login.example"
+SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+# --- the token parser ------------------------------------------------------------------------
+
+TENANT = MockTenant()  # minting only: discovery and keys are served from memory below
+KID = TENANT.signing_kid
+PRIVATE_KEY = serialization.load_pem_private_key(TENANT.private_key_pem().encode(), None)
+AUDIENCES = (TENANT.client_id, TENANT.app_id_uri, TENANT.app_id_uri + "/")
+
+
+class MemoryEntra:
+    """Discovery and JWKS for both token versions, as the real tenant publishes them."""
+
+    def __init__(self):
+        jwk = TENANT.public_jwk()
+        self.documents = {
+            f"{AUTHORITY}/{TENANT.tenant_id}/v2.0/.well-known/openid-configuration":
+                {"issuer": TENANT.issuer("2.0"), "jwks_uri": f"{AUTHORITY}/{TENANT.tenant_id}/discovery/v2.0/keys"},
+            f"{AUTHORITY}/{TENANT.tenant_id}/.well-known/openid-configuration":
+                {"issuer": TENANT.issuer("1.0"), "jwks_uri": f"{AUTHORITY}/common/discovery/keys"},
+            f"{AUTHORITY}/{TENANT.tenant_id}/discovery/v2.0/keys": {"keys": [dict(jwk, issuer=TENANT.issuer("2.0"))]},
+            f"{AUTHORITY}/common/discovery/keys": {"keys": [jwk]},
+        }
+
+    async def get_json(self, url, timeout):
+        return self.documents[url]
+
+
+def build_gateway(**overrides):
+    env = {
+        "ORIGIN_URL": "https://origin.example/base", "ENTRA_TENANT_ID": TENANT.tenant_id,
+        "ENTRA_AUTHORITY": AUTHORITY, "ENTRA_AUDIENCES": f"{TENANT.client_id},{TENANT.app_id_uri}", **overrides,
+    }
+    config = Config.from_env(env.get)
+    gateway = assemble(config, COMPILED.policy, http=MemoryEntra(), store=MemoryStore(), verifier=HostVerifier(),
+                       clock=time.time, log=lambda line: None, policy_groups=referenced_groups(COMPILED.data))
+    return config, gateway
+
+
+CONFIG, GATEWAY = build_gateway()
+SKEW = CONFIG.clock_skew
+LOOP = asyncio.new_event_loop()
+
+
+def run(coroutine):
+    deferred = []
+
+    async def with_background():
+        try:
+            return await coroutine(deferred.append)
+        finally:
+            for task in deferred:
+                await task
+
+    return LOOP.run_until_complete(with_background())
+
+
+def validate(token):
+    return run(lambda defer: GATEWAY.validator.validate(token, defer))
+
+
+def b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def sign(header, payload) -> str:
+    """RS256 with the tenant's own key: the signature is always genuine, so whatever is
+    accepted was accepted on its structure and claims alone."""
+    raw = lambda part: part if isinstance(part, bytes) else json.dumps(part).encode()  # noqa: E731
+    signing_input = f"{b64(raw(header))}.{b64(raw(payload))}"
+    signature = PRIVATE_KEY.sign(signing_input.encode(), padding.PKCS1v15(), hashes.SHA256())
+    return f"{signing_input}.{b64(signature)}"
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+    max_leaves=6,
+)
+
+
+def offsets(now):
+    """Times well clear of the skew boundaries (those are tested exactly elsewhere)."""
+    return st.sampled_from([-10**7, -7200, -SKEW - 30, -SKEW + 30, 0, SKEW - 30, SKEW + 30, 7200]).map(lambda d: now + d)
+
+
+HEADER_KEYS = ["alg", "typ", "kid", "x5t", "nonce", *sorted(FORBIDDEN_HEADERS)]
+PAYLOAD_KEYS = ["exp", "nbf", "iat", "ver", "tid", "aud", "iss", "scp", "roles", "groups", "oid", "sub", "idtyp",
+                "azp", "appid", "name", "preferred_username", "hasgroups", "_claim_names", "jti"]
+
+
+def claim_values(name, now):
+    good = {
+        "alg": st.sampled_from(["RS256", "rs256", "none", "HS256", "ES256", "RS512"]),
+        "typ": st.sampled_from(["JWT", "jwt", "at+jwt", ""]),
+        "kid": st.sampled_from([KID, KID.lower(), "other", ""]),
+        "exp": offsets(now) | st.floats(allow_nan=True, allow_infinity=True) | st.just(MAX_NUMERIC_DATE + 1),
+        "nbf": offsets(now), "iat": offsets(now),
+        "ver": st.sampled_from(["1.0", "2.0", "2", "3.0"]),
+        "tid": st.sampled_from([TENANT.tenant_id, TENANT.tenant_id.upper(), "0a0b0c0d-1111-4222-8333-444455556666"]),
+        "aud": st.sampled_from([*AUDIENCES, "00000003-0000-0000-c000-000000000000", TENANT.client_id.upper()]),
+        "iss": st.sampled_from([TENANT.issuer("1.0"), TENANT.issuer("2.0"), TENANT.issuer("2.0") + "/"]),
+        "scp": st.sampled_from(["access_as_user", "a b", ""]),
+        "roles": st.lists(st.sampled_from(["Gateway.Invoke", "Gateway.Write"]), max_size=2),
+        "groups": st.lists(st.sampled_from(["11111111-1111-4111-8111-111111111111"]), max_size=1),
+        "idtyp": st.sampled_from(["app", "user", "APP"]),
+        "hasgroups": st.booleans(),
+        "_claim_names": st.just({"groups": "src1"}),
+    }
+    return good.get(name, st.nothing()) | JSON
+
+
+@st.composite
+def token_parts(draw):
+    now = int(time.time())
+    header = {"typ": "JWT", "alg": "RS256", "kid": KID}
+    version = draw(st.sampled_from(["1.0", "2.0"]))
+    payload = json.loads(base64.urlsafe_b64decode(TENANT.mint(version=version, now=now).split(".")[1] + "=="))
+    for target, keys in ((header, HEADER_KEYS), (payload, PAYLOAD_KEYS)):
+        for _ in range(draw(st.integers(0, 3))):
+            name = draw(st.sampled_from(keys))
+            if draw(st.integers(0, 4)) == 0:
+                target.pop(name, None)
+            else:
+                target[name] = draw(claim_values(name, now))
+    return header, payload
+
+
+def _number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) \
+        and 0 <= value <= MAX_NUMERIC_DATE
+
+
+def acceptable(header, payload) -> bool:
+    """What an Entra access token for this API must look like: the oracle, written from the
+    rules (Microsoft's token validation guidance, RFC 7519/8725), not from the code."""
+    now = time.time()
+    if header.get("alg") != "RS256" or header.get("kid") != KID or FORBIDDEN_HEADERS & set(header):
+        return False
+    typ = header.get("typ")
+    if typ is not None and not (isinstance(typ, str) and typ.upper() == "JWT"):
+        return False
+    if not _number(payload.get("exp")) or payload["exp"] <= now - SKEW:
+        return False
+    for name in ("nbf", "iat"):
+        if name in payload and (not _number(payload[name]) or payload[name] > now + SKEW):
+            return False
+    version = payload.get("ver")
+    if version not in ("1.0", "2.0") or payload.get("tid") != TENANT.tenant_id:
+        return False
+    if payload.get("aud") not in AUDIENCES or payload.get("iss") != TENANT.issuer(version):
+        return False
+    # Identity claims the gateway reads: absent or JSON null, else exactly their type.
+    # (Claims it never reads, such as jti, may be anything.)
+    present = {name: value for name, value in payload.items() if value is not None}
+    strings = ("scp", "oid", "sub", "name", "preferred_username", "upn", "unique_name", "azp", "appid")
+    if any(name in present and not isinstance(present[name], str) for name in strings):
+        return False
+    lists = ("roles", "groups")
+    if any(name in present and not (isinstance(present[name], list) and all(isinstance(v, str) for v in present[name]))
+           for name in lists):
+        return False
+    if "idtyp" in present and present["idtyp"] not in ("app", "user"):
+        return False
+    if "hasgroups" in present and not isinstance(present["hasgroups"], bool):
+        return False
+    if "_claim_names" in present and not isinstance(present["_claim_names"], dict):
+        return False
+    return True
+
+
+@SETTINGS
+@given(token_parts())
+def test_signed_tokens_are_accepted_exactly_when_they_are_well_formed(parts):
+    header, payload = parts
+    token = sign(header, payload)
+    try:
+        identity = validate(token)
+    except GatewayError as error:
+        assert error.status in (401, 503), error
+        # Completeness: a well-formed token is refused only at a skew boundary race (none here).
+        assert not acceptable(header, payload), f"refused a well-formed token: {error.detail}"
+        return
+    assert acceptable(header, payload), (header, payload)
+    assert identity.oid == payload.get("oid") and identity.tid == payload["tid"]
+    assert identity.roles == tuple(payload.get("roles", ())) and identity.version == payload["ver"]
+
+
+@SETTINGS
+@given(st.data())
+def test_any_mutation_of_a_genuine_token_is_refused(data):
+    """Characters inserted, deleted or replaced anywhere: only the genuine string passes."""
+    token = TENANT.mint()
+    mutated = token
+    for _ in range(data.draw(st.integers(1, 4))):
+        i = data.draw(st.integers(0, len(mutated)))
+        operation = data.draw(st.sampled_from(["insert", "delete", "replace"]))
+        char = data.draw(st.sampled_from(list("Aa0-_=.+/ \t\n%!\x00é")) | st.characters())
+        if operation == "insert":
+            mutated = mutated[:i] + char + mutated[i:]
+        elif operation == "delete":
+            mutated = mutated[:i] + mutated[i + 1:]
+        else:
+            mutated = mutated[:i] + char + mutated[i + 1:]
+    assume(mutated != token)
+    for candidate in (mutated, f"Bearer {mutated}"):
+        try:
+            validate(candidate) if not candidate.startswith("Bearer") else validate(extract_bearer(candidate))
+        except GatewayError:
+            continue
+        raise AssertionError(f"accepted a mutated token: {candidate!r}")
+
+
+@SETTINGS
+@given(st.text() | st.binary().map(lambda b: b.decode("latin-1")))
+@example("Bearer a.b.c")
+@example("bearer\ta.b.c")
+def test_authorization_header_parser_returns_one_compact_token_or_refuses(value):
+    try:
+        token = extract_bearer(value)
+    except CredentialError as error:
+        assert error.status == 401
+        return
+    assert len(token) <= MAX_TOKEN_BYTES and token.count(".") == 2
+    assert all(segment and set(segment) <= set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+               for segment in token.split("."))
+    assert value.strip(" \t")[:6].lower() == "bearer" and value.strip(" \t").endswith(token)
+
+
+@SETTINGS
+@given(st.text(max_size=300) | st.lists(st.sampled_from(["eyJ", "e30", ".", "AAAA", "=", "-", "_", "+", "/", "%"]),
+                                           max_size=30).map("".join))
+def test_arbitrary_strings_never_escape_the_validator(candidate):
+    try:
+        validate(candidate)
+    except GatewayError:
+        return
+    raise AssertionError(f"accepted {candidate!r}")
+
+
+# --- the path canonicaliser ----------------------------------------------------------------------
+
+PIECES = [
+    "/", "//", ".", "..", "a", "Z", "0", "-", "_", "~", " ", "%", ";", "\\", "#", "?", "\x00", "\t", "\x85",
+    "%2e", "%2E", "%2f", "%2F", "%5c", "%5C", "%25", "%3b", "%23", "%3f", "%00", "%20", "%41", "%C3%A9", "%ff",
+    "%c0%ae", "%e0%80%af", "%u002e", "%252e", "%25%32%65", "%ef%bc%8f", "%ef%bc%8e", "%c2%a0", "%e3%80%80",
+    "é", "\uff0e", "\uff0f", "\u2024", "\u00a0", "\u3000", "\u200b", "admin", "api", "..;", ".%2e", "%2e.",
+]
+RAW_PATHS = st.one_of(
+    st.text(max_size=40),
+    st.lists(st.sampled_from(PIECES), max_size=14).map(lambda parts: "/" + "".join(parts)),
+    st.lists(st.text(alphabet="a.%2eE/\\;", min_size=1, max_size=5), max_size=6).map(lambda s: "/" + "/".join(s)),
+)
+
+
+def origin_readings(raw: str) -> dict:
+    """Ways real origins read a path, from published bypasses: decode once or twice,
+    Unicode-normalise, turn backslashes into slashes, resolve dot segments, trim segments,
+    drop ';' parameters, collapse '//'."""
+    once = unquote(raw, errors="strict")
+    readings = {
+        "decode": once,
+        "decode-twice": unquote(once),
+        "nfkc": unicodedata.normalize("NFKC", once),
+        "backslash": once.replace("\\", "/"),
+        "trim-segments": "/".join(seg.strip() for seg in once.split("/")),
+        "strip-params": "/".join(seg.split(";")[0] for seg in once.split("/")),
+        "collapse-slashes": "/" + "/".join(seg for seg in once.split("/") if seg) + ("/" if once.endswith("/") and once != "/" else ""),
+    }
+    normalised = posixpath.normpath(once)
+    readings["normpath"] = normalised + ("/" if once.endswith("/") and normalised != "/" else "")
+    return readings
+
+
+@settings(max_examples=2000, deadline=None)
+@given(RAW_PATHS)
+@example("/api/%2e%2e/admin")
+@example("/admin%20")
+@example("/a/%25%32%66")
+def test_every_origin_reading_of_an_accepted_path_is_the_decided_path(raw):
+    try:
+        decided = canonical_path(raw)
+    except AmbiguousPath:
+        return
+    segments = decided.split("/")
+    for name, reading in origin_readings(raw).items():
+        if name == "nfkc":
+            # A normalising origin may fold characters inside a segment (case-like, a limit
+            # SECURITY.md names) but never gains or loses a segment or a dot segment.
+            folded = reading.split("/")
+            assert len(folded) == len(segments) and not {".", ".."} & set(folded), (raw, reading)
+            continue
+        assert reading == decided, (name, raw, reading, decided)
+
+
+def encode(path: str) -> str:
+    """How a client would send a decided path: percent-encode what is not plain ASCII."""
+    return quote(path, safe="/!$&'()*+,=:@~-._")
+
+
+@settings(max_examples=2000, deadline=None)
+@given(RAW_PATHS)
+def test_canonicalisation_is_idempotent(raw):
+    try:
+        decided = canonical_path(raw)
+    except AmbiguousPath:
+        return
+    assert canonical_path(encode(decided)) == decided
+    if "%" not in decided:
+        assert canonical_path(decided) == decided
+    assert not any(ch.isspace() for seg in decided.split("/") if seg for ch in (seg[0], seg[-1]))
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text(max_size=30))
+def test_canonical_host_never_raises(host):
+    assert isinstance(canonical_host(host), str)
+
+
+# --- the policy matcher --------------------------------------------------------------------------
+
+GROUPS = {"admins": "11111111-1111-4111-8111-111111111111", "writers": "22222222-2222-4222-8222-222222222222",
+          "readers": "33333333-3333-4333-8333-333333333333"}
+OTHER_GROUP = "55555555-5555-4555-8555-555555555555"
+USERS = ["aaaaaaaa-0000-4000-8000-000000000001", "99999999-9999-4999-8999-999999999999"]
+TENANTS = ["4b1c7f3e-8d2a-4e6b-9c5f-0a1d2e3f4a5b", "0a0b0c0d-1111-4222-8333-444455556666"]
+CLIENTS = ["0f9e8d7c-6b5a-4c3d-8e2f-1a0b9c8d7e6f", "44444444-4444-4444-8444-444444444444"]
+SEGMENTS = ["api", "admin", "internal", "healthz", "reports", "export", "x", "a", "b", "A", "café"]
+HOSTS = ["gw.example", "a.example.com", "x.y.example.com", "example.com", "A.Example.COM.", "api.example.com",
+         "api.example.com:8443", "evil.com", "[::1]"]
+METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "PROPFIND"]
+
+
+@st.composite
+def identities(draw):
+    kind = draw(st.sampled_from([USER, APP]))
+    oid = draw(st.sampled_from(USERS))
+    return Identity(
+        oid=oid, tid=draw(st.sampled_from(TENANTS)), sub=oid if kind == APP else "s", name=None, username=None,
+        groups=tuple(draw(st.lists(st.sampled_from([*GROUPS.values(), OTHER_GROUP]), max_size=3, unique=True))),
+        groups_overage=draw(st.booleans()),
+        roles=tuple(draw(st.lists(st.sampled_from(["Gateway.Write", "Gateway.Invoke", "Reports.Read", "X"]), max_size=2))),
+        scopes=tuple(draw(st.lists(st.sampled_from(["access_as_user", "other"]), max_size=2))),
+        client_id=draw(st.sampled_from(CLIENTS)), kind=kind, version="2.0", issuer="", audience="", expires_at=0,
+    )
+
+
+def ref_eval(cond, identity):
+    """Three-valued reference evaluation of a compiled condition (policy.py's format)."""
+    op = cond[0]
+    if op == "true":
+        return True
+    arg = cond[1]
+    if op == "groups":
+        return True if set(arg) & set(identity.groups) else (None if identity.groups_overage else False)
+    if op == "roles":
+        return bool(set(arg) & set(identity.roles))
+    if op == "scopes":
+        return bool(set(arg) & set(identity.scopes))
+    if op == "clients":
+        return identity.client_id in arg
+    if op == "tenants":
+        return identity.tid in arg
+    if op == "users":
+        return identity.oid in arg
+    if op == "kind":
+        return identity.kind == arg
+    if op == "not":
+        inner = ref_eval(arg, identity)
+        return None if inner is None else not inner
+    results = [ref_eval(c, identity) for c in arg]
+    if op == "any":
+        return True if True in results else (None if None in results else False)
+    return False if False in results else (None if None in results else True)
+
+
+def host_matches(pattern, host):
+    host = canonical_host(host)
+    if pattern == "*":
+        return True
+    if pattern.startswith("*."):
+        return host.endswith(pattern[1:]) and len(host) > len(pattern) - 1
+    return host == pattern
+
+
+def rank(pattern, segs):
+    """Specificity of `pattern` for path segments `segs`, or None if it does not match:
+    compared left to right, a literal beats `*`, which beats `**`; a pattern that ends where
+    the path ends beats a `**` that matches nothing."""
+    parts = pattern[1:].split("/")
+    out = []
+    for i, part in enumerate(parts):
+        if part == "**":
+            return tuple(out) + (0,)
+        if i >= len(segs):
+            return None
+        if part == "*":
+            if not segs[i]:
+                return None
+            out.append(2)
+        elif part == segs[i]:
+            out.append(3)
+        else:
+            return None
+    return tuple(out) + (1,) if len(parts) == len(segs) else None
+
+
+def reference_route(routes, method, host, path):
+    """The route that must decide, from the spec in policy.py's docstring (no index)."""
+    segs = path[1:].split("/")
+    exact = lambda h: h != "*" and not h.startswith("*.")  # noqa: E731
+    tiers = [lambda h: exact(h) and host_matches(h, host)]
+    suffixes = sorted({h for r in routes for h, _, _ in r["match"] if h.startswith("*.")}, key=len, reverse=True)
+    tiers += [lambda h, s=s: h == s and host_matches(h, host) for s in suffixes]
+    tiers.append(lambda h: h == "*")
+    for tier in tiers:
+        candidates = [(rank(p, segs), i, ms) for i, r in enumerate(routes) for h, p, ms in r["match"] if tier(h)]
+        candidates = [c for c in candidates if c[0] is not None]
+        if not candidates:
+            continue
+        best = max(c[0] for c in candidates)
+        owners = [(i, ms) for r, i, ms in candidates if r == best]
+        for i, ms in owners:
+            if method in ms:
+                return {routes[i]["name"]}, True
+        for i, ms in owners:
+            if "*" in ms:
+                return {routes[i]["name"]}, True
+        return {routes[i]["name"] for i, _ in owners}, False  # method_not_allowed: any owner may be named
+    return None, None
+
+
+def check_decision(policy, data, method, host, path, identity):
+    decision = policy.decide(method, host, path, identity)
+    names, method_ok = reference_route(data["routes"], method, host, path)
+    if names is None:
+        assert decision.reason == "no_route" and not decision.allowed
+        return decision
+    assert decision.rule in names, (decision, names)
+    if not method_ok:
+        assert decision.reason == "method_not_allowed" and not decision.allowed
+        return decision
+    route = next(r for r in data["routes"] if r["name"] == decision.rule)
+    if decision.allowed:
+        # Allowed only for an identity the rule names: public, or allow holds and deny does not.
+        assert route["public"] or (
+            identity is not None and ref_eval(route["allow"], identity) is True
+            and (route["deny"] is None or ref_eval(route["deny"], identity) is False)
+        ), (route, identity)
+    elif route["public"]:
+        raise AssertionError("a public route refused")
+    elif identity is not None and route["allow"] is not None and ref_eval(route["allow"], identity) is True \
+            and (route["deny"] is None or ref_eval(route["deny"], identity) is False):
+        raise AssertionError(f"refused an identity the rule names: {decision}")
+    return decision
+
+
+PATHS = st.lists(st.sampled_from(SEGMENTS + [""]), min_size=0, max_size=5).map(lambda s: "/" + "/".join(s))
+
+
+@SETTINGS
+@given(st.sampled_from(METHODS), st.sampled_from(HOSTS), PATHS, st.none() | identities())
+def test_project_policy_allows_only_what_the_rule_names(method, host, path, identity):
+    assume(not any(not seg for seg in path[1:].split("/")[:-1]))  # canonical paths have no '//'
+    check_decision(COMPILED.policy, COMPILED.data, method, host, path, identity)
+
+
+CONDITIONS = st.sampled_from([
+    '{ scopes = ["access_as_user"] }', '{ groups = ["admins"] }', '{ groups = ["admins"], kind = "user" }',
+    '{ roles = ["Gateway.Invoke"], kind = "app" }', '{ any = [{ roles = ["Gateway.Write"] }, { groups = ["writers"] }] }',
+    '{ tenants = ["home"] }', '{ not = { groups = ["readers"] } }', '{ users = ["blocked"] }', '{ clients = ["legacy"] }',
+])
+
+
+@st.composite
+def policies(draw):
+    routes, seen = [], set()
+    for i in range(draw(st.integers(1, 8))):
+        host = draw(st.sampled_from([None, "*.example.com", "api.example.com", "*.y.example.com"]))
+        segs = draw(st.lists(st.sampled_from(["api", "admin", "a", "b", "*"]), max_size=3))
+        if draw(st.booleans()):
+            segs = segs + ["**"]
+        pattern = "/" + "/".join(segs)
+        if (host, pattern) in seen:
+            continue
+        seen.add((host, pattern))
+        lines = ["[[routes]]", f'name = "r{i}"', f'paths = ["{pattern}"]']
+        if host:
+            lines.append(f'hosts = ["{host}"]')
+        methods = draw(st.sampled_from([None, ["GET"], ["GET", "HEAD"], ["POST", "DELETE"], ["*"]]))
+        if methods:
+            lines.append("methods = " + json.dumps(methods))
+        access = draw(st.sampled_from(["public", "allow", "allow", "allow+deny", "deny"]))
+        if access == "public":
+            lines.append("public = true")
+        if "allow" in access:
+            lines.append("allow = " + draw(CONDITIONS))
+        if "deny" in access:
+            lines.append("deny = " + draw(CONDITIONS))
+        routes.append("\n".join(lines))
+    aliases = (
+        "[groups]\n" + "\n".join(f'{k} = "{v}"' for k, v in GROUPS.items())
+        + f'\n[users]\nblocked = "{USERS[1]}"\n[tenants]\nhome = "{TENANTS[0]}"\n[clients]\nlegacy = "{CLIENTS[1]}"\n'
+    )
+    return aliases + "\n\n".join(routes) + "\n"
+
+
+@pytest.fixture(scope="module")
+def policy_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("fuzz-policies")
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(policies(), st.lists(st.tuples(st.sampled_from(METHODS), st.sampled_from(HOSTS), PATHS, st.none() | identities()),
+                            min_size=1, max_size=15))
+def test_generated_policies_match_the_reference_and_allow_only_what_they_name(policy_dir, text, requests):
+    (policy_dir / "p.toml").write_text(text)
+    try:
+        compiled = compile_policies(policy_dir)
+    except PolicyError:
+        assume(False)
+    for method, host, path, identity in requests:
+        if any(not seg for seg in path[1:].split("/")[:-1]):
+            continue
+        check_decision(compiled.policy, compiled.data, method, host, path, identity)
+
+
+# --- the whole gateway: raw path in, the same raw path out, or a refusal -------------------------
+
+def _token(**claims):
+    return TENANT.mint(claims=claims)
+
+
+GATEWAY_TOKENS = {
+    "super": _token(groups=[GROUPS["admins"], GROUPS["writers"]], roles=["Gateway.Write"]),
+    "reader": _token(),
+    "app": TENANT.mint(kind="app"),
+    "none": None,
+}
+
+
+@settings(max_examples=600, deadline=None)
+@given(st.sampled_from(["GET", "POST", "DELETE"]), st.sampled_from(["gw.example", "a.example.com"]),
+       st.lists(st.sampled_from(["api", "admin", "internal", "healthz", "x", *PIECES]), max_size=8).map(lambda p: "/" + "".join(p)),
+       st.sampled_from(sorted(GATEWAY_TOKENS)), st.sampled_from(["", "?q=/admin/x", "?a=%2F..%2F"]))
+@example("GET", "gw.example", "/api/%2e%2e/admin/x", "reader", "")
+@example("GET", "gw.example", "/healthz", "none", "?/admin")
+def test_gateway_forwards_exactly_the_raw_path_it_decided_on(method, host, raw_path, who, query):
+    assume(all(ord(c) < 0x7F and c not in " \t#?" for c in raw_path))  # what survives a URL parser
+    token = GATEWAY_TOKENS[who]
+    request = IncomingRequest(method, f"https://{host}{raw_path}{query}", "r", ("authorization",) if token else (),
+                              authorization=f"Bearer {token}" if token else None)
+    result = run(lambda defer: GATEWAY.handle(request, defer))
+    try:
+        path = canonical_path(raw_path)
+    except AmbiguousPath:
+        assert not isinstance(result, Forward) and result.status == 400
+        return
+    identity = validate(token) if token else None
+    decision = COMPILED.policy.decide(method, host, path, identity)
+    if isinstance(result, Forward):
+        assert decision.allowed and result.rule == decision.rule
+        forwarded = urlsplit(result.url)
+        assert result.url == "https://origin.example/base" + raw_path + query  # byte for byte
+        assert forwarded.path == "/base" + raw_path
+    else:
+        assert not decision.allowed and result.status in (401, 403)
