@@ -164,13 +164,19 @@ def test_signed_assertion_verifies_with_the_origin_helper(stack):
         AssertionVerifier(stack.url + "/.well-known/entragate/jwks.json", audience="https://other.example", issuer="entragate-test").verify(assertion)
 
 
-def test_grpc_clients_get_trailers_only_status(stack):
+def test_grpc_methods_are_routed_and_refused_in_grpc_terms(stack):
     grpc = {"content-type": "application/grpc+proto", "te": "trailers"}
-    status, headers, body = stack.request("POST", "/api/pkg.Service/Method", headers=grpc, body=b"\0\0\0\0\0")
+    frame = b"\0\0\0\0\0"  # an empty length-prefixed message
+    user = stack.tenant.mint()
+    status, headers, body = stack.request("POST", "/shop.v1.Orders/GetOrder", headers=grpc, body=frame)
     assert status == 200 and body == b""
     assert headers["grpc-status"] == "16" and "missing_token" in unquote(headers["grpc-message"])
-    status, headers, body = stack.request("POST", "/api/pkg.Service/Method", headers=grpc, body=b"\0\0\0\0\0", token=stack.tenant.mint())
+    status, headers, body = stack.request("POST", "/shop.v1.Orders/CancelOrder", headers=grpc, body=frame, token=user)
     assert status == 200 and body == b"" and headers["grpc-status"] == "7"
+    status, _, body = stack.request("POST", "/shop.v1.Orders/GetOrder", headers=grpc, body=frame, token=user)
+    echo = json.loads(body)
+    assert status == 200 and echo["path"] == "/shop.v1.Orders/GetOrder" and echo["body_length"] == 5
+    assert echoed_headers(body)[PREFIX + "rule"] == ["orders-grpc-read"]
 
 
 def test_browsers_get_a_readable_page(stack):
