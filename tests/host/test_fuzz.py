@@ -500,8 +500,27 @@ def check_decision(policy, data, method, host, path, identity):
 PATHS = st.lists(st.sampled_from(SEGMENTS + [""]), min_size=0, max_size=5).map(lambda s: "/" + "/".join(s))
 
 
-@SETTINGS
-@given(st.sampled_from(METHODS), st.sampled_from(HOSTS), PATHS, st.none() | identities())
+def pattern_paths(patterns):
+    """Request paths that instantiate the given route patterns (`*`, `**` filled in)."""
+    def fill(pattern, extra):
+        parts = [] if pattern == "/" else pattern[1:].split("/")
+        out = []
+        for part in parts:
+            if part == "**":
+                out += extra
+            else:
+                out.append(extra[0] if part == "*" and extra else "x" if part == "*" else part)
+        return "/" + "/".join(out)
+
+    return st.builds(fill, st.sampled_from(sorted(patterns)),
+                     st.lists(st.sampled_from(["x", "a", "api", "admin", ""]), max_size=2))
+
+
+PROJECT_PATHS = pattern_paths({p for r in COMPILED.data["routes"] for _, p, _ in r["match"]})
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.sampled_from(METHODS), st.sampled_from(HOSTS), PATHS | PROJECT_PATHS, st.none() | identities())
 def test_project_policy_allows_only_what_the_rule_names(method, host, path, identity):
     assume(not any(not seg for seg in path[1:].split("/")[:-1]))  # canonical paths have no '//'
     check_decision(COMPILED.policy, COMPILED.data, method, host, path, identity)
@@ -552,19 +571,37 @@ def policy_dir(tmp_path_factory):
     return tmp_path_factory.mktemp("fuzz-policies")
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
-@given(policies(), st.lists(st.tuples(st.sampled_from(METHODS), st.sampled_from(HOSTS), PATHS, st.none() | identities()),
-                            min_size=1, max_size=15))
-def test_generated_policies_match_the_reference_and_allow_only_what_they_name(policy_dir, text, requests):
+def instances(data, text):
+    """Request paths drawn from the policy's own patterns (`*` and `**` filled in), so the
+    requests land on routes, on their edges (`/a` for `/a/**`) and between overlapping ones."""
+    patterns = [line.split('"')[1] for line in text.splitlines() if line.startswith("paths = ")]
+    pattern = data.draw(st.sampled_from(patterns))
+    segs = []
+    for part in pattern[1:].split("/") if pattern != "/" else []:
+        if part == "**":
+            segs += data.draw(st.lists(st.sampled_from(["a", "b", "api", ""]), max_size=2))
+        elif part == "*":
+            segs.append(data.draw(st.sampled_from(["a", "b", "x", "api", ""])))
+        else:
+            segs.append(part)
+    return "/" + "/".join(segs)
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(policies(), st.data())
+def test_generated_policies_match_the_reference_and_allow_only_what_they_name(policy_dir, text, data):
     (policy_dir / "p.toml").write_text(text)
     try:
         compiled = compile_policies(policy_dir)
     except PolicyError:
         assume(False)
-    for method, host, path, identity in requests:
+    for _ in range(12):
+        path = data.draw(st.one_of(PATHS, st.just(None)))
+        path = instances(data, text) if path is None else path
         if any(not seg for seg in path[1:].split("/")[:-1]):
             continue
-        check_decision(compiled.policy, compiled.data, method, host, path, identity)
+        method, host = data.draw(st.sampled_from(METHODS)), data.draw(st.sampled_from(HOSTS))
+        check_decision(compiled.policy, compiled.data, method, host, path, data.draw(st.none() | identities()))
 
 
 # --- the whole gateway: raw path in, the same raw path out, or a refusal -------------------------
