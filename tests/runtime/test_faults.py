@@ -96,6 +96,7 @@ def faulty(origin):
     (so the tenant can be stopped and started again), the misbehaving origin."""
     with Stack(tenant_port=free_port(), ORIGIN_URL=origin.url, ORIGIN_TIMEOUT_MS="1000",
                FETCH_TIMEOUT_MS=str(FETCH_TIMEOUT_MS), JWKS_COOLDOWN_SECONDS="0") as stack:
+        stack.keys_loaded = False  # the no-keys tests need an isolate that never had keys
         yield stack
 
 
@@ -147,6 +148,7 @@ class tenant_fault:
 @runtime
 @pytest.mark.parametrize("mode,target", KEY_FAULTS)
 def test_no_keys_at_all_is_503_and_nothing_reaches_the_origin(faulty, origin, mode, target):
+    assert not faulty.keys_loaded, "run in file order: these cases need a gateway that never had keys"
     with tenant_fault(faulty, mode, target) as fault:
         before = len(origin.paths)
         started = time.monotonic()
@@ -165,6 +167,7 @@ def test_no_keys_at_all_is_503_and_nothing_reaches_the_origin(faulty, origin, mo
 
 @runtime
 def test_the_gateway_recovers_as_soon_as_the_tenant_answers(faulty, origin):
+    faulty.keys_loaded = True
     status, _, body = faulty.request("GET", "/api/items", token=faulty.tenant.mint())
     assert status == 200 and json.loads(body) == {"ok": True}
     assert health(faulty)["http_status"] == 200
@@ -173,6 +176,7 @@ def test_the_gateway_recovers_as_soon_as_the_tenant_answers(faulty, origin):
 @runtime
 @pytest.mark.parametrize("mode,target", KEY_FAULTS)
 def test_last_known_good_keys_keep_serving_through_every_fault(faulty, origin, mode, target):
+    faulty.keys_loaded = True
     token = faulty.tenant.mint()
     assert faulty.request("GET", "/api/items", token=token)[0] == 200  # keys are loaded
     with tenant_fault(faulty, mode, target) as fault:
@@ -201,6 +205,7 @@ def test_last_known_good_keys_keep_serving_through_every_fault(faulty, origin, m
     ("/api/hang", 504, "origin_timeout"),
 ])
 def test_origin_faults_are_gateway_errors_never_a_hang_or_a_crash(faulty, path, status, code):
+    faulty.keys_loaded = True
     started = time.monotonic()
     got, headers, body = faulty.request("GET", path, token=faulty.tenant.mint())
     assert (got, problem(body)["error"]) == (status, code)
@@ -211,6 +216,7 @@ def test_origin_faults_are_gateway_errors_never_a_hang_or_a_crash(faulty, path, 
 
 @runtime
 def test_origin_faults_do_not_bypass_authorization(faulty, origin):
+    faulty.keys_loaded = True
     before = len(origin.paths)
     for path in ("/api/reset", "/api/hang", "/admin/x"):
         assert faulty.request("GET", path)[0] == 401
