@@ -73,7 +73,7 @@ def split_url(url: str) -> tuple[str | None, str]:
 
 class Gateway:
     def __init__(self, config: Config, validator: TokenValidator, policy: Policy, *, keys: dict,
-                 policy_groups: frozenset[str], signer=None, clock, sample=random.random):
+                 policy_groups: frozenset[str], signer=None, clock, log=print, sample=random.random):
         self.config = config
         self.validator = validator
         self.policy = policy
@@ -81,6 +81,7 @@ class Gateway:
         self.policy_groups = policy_groups
         self.signer = signer
         self.clock = clock
+        self.log = log
         self.sample = sample
 
     async def handle(self, request: IncomingRequest, defer) -> Forward | Answer:
@@ -89,6 +90,9 @@ class Gateway:
             return await self._decide(request, defer, kind)
         except GatewayError as error:
             return from_error(error, request.request_id, kind)
+        except Exception as error:  # a bug: fail closed, with a request id and an audit line
+            self.log(f"internal error (request {request.request_id}): {type(error).__name__}: {error}")
+            return deny(500, "internal_error", "internal error", request.request_id, kind)
 
     async def _decide(self, request: IncomingRequest, defer, kind: str) -> Forward | Answer:
         host, path_and_query = split_url(request.url)
@@ -209,4 +213,4 @@ def assemble(config: Config, policy: Policy, *, http, store, verifier, clock, lo
     validator = TokenValidator(config, keys, verifier)
     if config.token_cache_seconds:
         validator = CachingValidator(validator, keys, clock=clock, skew=config.clock_skew, max_age=config.token_cache_seconds)
-    return Gateway(config, validator, policy, keys=keys, policy_groups=policy_groups, signer=signer, clock=clock)
+    return Gateway(config, validator, policy, keys=keys, policy_groups=policy_groups, signer=signer, clock=clock, log=log)

@@ -761,12 +761,6 @@ def test_no_attack_escapes_as_anything_but_a_gateway_error(tenant, gate, private
         raise AssertionError(f"accepted {candidate!r}")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "gateway.py (not ours to edit): Gateway.handle catches only GatewayError, so any other "
-    "exception from a future validator/policy bug escapes the pure core; the Workers runtime "
-    "then answers its own 500 page with no request id and no audit line. Proposed fix in "
-    "Gateway.handle: `except Exception: log it; return deny(500, 'internal_error', ...)` "
-    "(fail closed, audited), keeping `except GatewayError` first."))
 def test_an_unexpected_error_in_validation_is_an_audited_500_answer_not_an_exception(tenant):
     gate = Gate(tenant)
 
