@@ -23,6 +23,7 @@ import { PROJECT_DIR, PYODIDE_PROJECT_DIR, describeError, loadPythonRuntime } fr
 // Cloudflare accepts up to 128 KB of request headers (Node's default is 16 KB), so the
 // Worker, not the runner, decides what to do with a large Authorization header.
 const CLOUDFLARE_REQUEST_HEADER_LIMIT = 128 * 1024;
+const SHUTDOWN_GRACE_MS = 5000;
 
 function parseCommandLine(argv) {
   const { values } = parseArgs({
@@ -171,6 +172,7 @@ async function main() {
   const mainPath = options.main ?? path.relative(PROJECT_DIR, config.main);
   const { handle, importMs, python } = await loadWorker(env, mainPath);
 
+  const inFlight = new Set();
   const server = createServer({ maxHeaderSize: CLOUDFLARE_REQUEST_HEADER_LIMIT }, async (req, res) => {
     const { ctx, pending } = makeContext();
     try {
@@ -181,9 +183,12 @@ async function main() {
       log(`unhandled error (request ${requestId}) ${req.method} ${req.url}\n${describeError(error)}`);
       sendInternalError(res, requestId);
     }
-    for (const outcome of await Promise.allSettled(pending)) {
+    const background = Promise.allSettled(pending);
+    inFlight.add(background);
+    for (const outcome of await background) {
       if (outcome.status === "rejected") log(`waitUntil task failed: ${describeError(outcome.reason)}`);
     }
+    inFlight.delete(background);
   });
   server.listen(options.port, options.host, () => {
     const { port } = server.address();
@@ -196,6 +201,8 @@ async function main() {
   const stop = async () => {
     server.close();
     server.closeAllConnections();
+    // As workerd does, let waitUntil work (a KV write of fresh keys) finish before going away.
+    await Promise.race([Promise.allSettled([...inFlight]), new Promise((done) => setTimeout(done, SHUTDOWN_GRACE_MS))]);
     await proxy.dispose();
     process.exit(0);
   };

@@ -98,6 +98,10 @@ class Gateway:
         host, path_and_query = split_url(request.url)
         if not host or not path_and_query:
             raise AmbiguousPath("request URL has no host or path")
+        # `a.example.com..` or `.a.example.com` name no host a route can, so they would fall
+        # through to any-host routes past a host-specific deny: refuse them instead.
+        if host.startswith(".") or ".." in host:
+            raise AmbiguousPath("host has an empty label")
         raw_path = path_and_query.partition("?")[0]
         if raw_path == HEALTH_PATH:
             return await self.health(request.request_id, defer)

@@ -243,7 +243,7 @@ def test_absolute_form_target_is_never_forwarded(stack):
 @pytest.mark.parametrize("host,expected", [
     (b"a.example.com", "reports"), (b"A.EXAMPLE.COM", "reports"), (b"a.example.com.", "reports"),
     (b"a.example.com:8443", "reports"), (b"x.y.example.com", "reports"),
-    (b"example.com", None), (b"a.example.com..", None), (b"evil.com", None), (b"example.com.evil.com", None),
+    (b"example.com", None), (b"a.example.com..", "ambiguous"), (b"evil.com", None), (b"example.com.evil.com", None),
     (b"aexample.com", None), (b"a.example.co", None), (b"a.example.com.evil", None),
 ])
 def test_host_routing_uses_exactly_the_host_the_request_url_carries(stack, host, expected):
@@ -253,6 +253,8 @@ def test_host_routing_uses_exactly_the_host_the_request_url_carries(stack, host,
     assert audit["host"] == host.decode().lower().partition(":")[0]  # as request.url carries it
     if expected is None:
         assert outcome[0] == "refused" and reply.json["error"] == "no_route"
+    elif expected == "ambiguous":  # an empty label: refused, never left to any-host routes
+        assert outcome[0] == "refused" and reply.status == 400 and reply.json["error"] == "ambiguous_path"
     else:
         assert outcome[0] == "forwarded" and audit["rule"] == expected
         # The origin is addressed by its own name: a client's Host never reaches it.
