@@ -13,6 +13,7 @@ Failures are never cached: an invalid token costs a full validation every time.
 import hashlib
 import json
 
+from .errors import InvalidToken
 from .identity import Identity
 from .pyjwt import base64url_decode
 
@@ -52,7 +53,9 @@ class CachingValidator:
         return len(self._entries)
 
     async def validate(self, token: str, defer) -> Identity:
-        digest = hashlib.sha256(token.encode()).digest()
+        if not token.isascii():  # a compact JWS is base64url and dots; also keeps encode() total
+            raise InvalidToken("malformed token")
+        digest = hashlib.sha256(token.encode("ascii")).digest()
         entry = self._entries.get(digest)
         if entry is not None:
             identity = self._still_valid(entry)

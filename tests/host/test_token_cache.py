@@ -153,3 +153,12 @@ def test_float_exp_is_honoured():
     clock.now = NOW + SKEW + 0.4
     validate(cache, token(1))
     assert inner.calls == 1
+
+
+@pytest.mark.parametrize("text", ["\ud800" + token(1), token(1) + "é", "тoken.a.b"])
+def test_non_ascii_token_is_refused_before_hashing(text):
+    # Found by test_fuzz: a lone surrogate made token.encode() raise UnicodeEncodeError (a 500).
+    cache, inner, _, _ = make()
+    with pytest.raises(InvalidToken):
+        validate(cache, text)
+    assert inner.calls == 0 and len(cache) == 0
