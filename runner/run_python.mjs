@@ -29,8 +29,14 @@ except SystemExit as exit:
     _status = exit.code if isinstance(exit.code, int) else (0 if exit.code is None else 1)
 _status
 `);
-  process.exit(status);
+  exitAfterFlush(status);
 } catch (error) {
   console.error(describeError(error));
-  process.exit(1);
+  exitAfterFlush(1);
+}
+
+// process.exit() right after a large write to a pipe drops what is still queued (seen: output
+// cut at 64 KiB); an empty write's callback runs once everything before it is flushed.
+function exitAfterFlush(status) {
+  process.stdout.write("", () => process.stderr.write("", () => process.exit(status)));
 }
