@@ -5,7 +5,7 @@ PY := $(UV) run --frozen python
 PORT ?= 8787
 PYTEST_ARGS ?=
 
-.PHONY: setup policy test test-host test-runtime demo dev deploy check bench clean
+.PHONY: setup policy test test-host test-runtime fuzz demo dev deploy check bench clean
 
 setup: .venv/.synced node_modules/.installed
 
@@ -31,6 +31,11 @@ test-host: policy
 
 test-runtime: policy
 	$(UV) run --frozen pytest tests/runtime $(PYTEST_ARGS)
+
+# Property-based tests with fresh random examples (make test replays fixed ones), RUNS times.
+RUNS ?= 5
+fuzz: policy
+	for run in $$(seq $(RUNS)); do HYPOTHESIS_PROFILE=explore $(UV) run --frozen pytest tests/host/test_fuzz.py tests/host/test_paths.py tests/host/test_upstream.py $(PYTEST_ARGS) || exit 1; done
 
 # Mock Entra tenant + echo origin + the gateway, offline; prints curl lines. Ctrl-C stops all.
 demo: policy

@@ -8,10 +8,12 @@ from workers import Response, WorkerEntrypoint
 
 import platform_io
 from compiled_policy import POLICY_JSON
+from entragate.audit import audit_line
 from entragate.config import Config, ConfigError
 from entragate.denials import Answer, deny
 from entragate.gateway import Forward, Gateway, IncomingRequest, assemble
 from entragate.policy import Policy
+from entragate.target import split_url
 from entragate.upstream import referenced_groups
 
 KV_BINDING = "JWKS_CACHE"
@@ -23,12 +25,15 @@ _gateway: Gateway | None = None
 
 def build_gateway(env) -> Gateway:
     config = Config.from_env(platform_io.env_getter(env))
+    kv = getattr(env, KV_BINDING, None)
+    if kv is None:
+        raise ConfigError(f"no KV namespace bound as {KV_BINDING} (wrangler.toml [[kv_namespaces]])")
     signer = platform_io.WebCryptoSigner(config.assertion_private_jwk) if config.assertion_private_jwk else None
     return assemble(
         config,
         POLICY,
         http=platform_io.WorkersHttp(),
-        store=platform_io.KvStore(getattr(env, KV_BINDING)),
+        store=platform_io.KvStore(kv),
         verifier=platform_io.WebCryptoVerifier(),
         clock=platform_io.clock,
         log=platform_io.log,
@@ -52,6 +57,7 @@ class Default(WorkerEntrypoint):
                 _gateway = build_gateway(self.env)
             except ConfigError as error:
                 platform_io.log(f"entragate is misconfigured: {error}")
+                platform_io.emit(misconfigured_audit_line(js_request, request_id, started))
                 return _response(deny(500, "gateway_misconfigured", "the gateway is misconfigured", request_id))
 
         incoming = IncomingRequest(
@@ -72,6 +78,10 @@ class Default(WorkerEntrypoint):
                 status = js_response.status
             except (platform_io.OriginTimeout, platform_io.OriginUnreachable) as error:
                 failure = _gateway.origin_failure(incoming, isinstance(error, platform_io.OriginTimeout))
+            except Exception as error:  # a bug in forwarding: answered and audited like one in the core
+                platform_io.log(f"internal error (request {request_id}): {type(error).__name__}: {error}")
+                failure = _gateway.internal_error(incoming)
+            if failure is not None:
                 response, status = _response(failure), failure.status
         else:
             response, status = _response(result), result.status
@@ -79,3 +89,12 @@ class Default(WorkerEntrypoint):
         if line:
             platform_io.emit(line)
         return response
+
+
+def misconfigured_audit_line(js_request, request_id: str, started: float) -> str:
+    host, path_and_query = split_url(js_request.url)
+    return audit_line(
+        now=platform_io.clock(), request_id=request_id, method=js_request.method, host=host,
+        path=path_and_query.partition("?")[0], rule=None, allowed=False, reason="gateway_misconfigured",
+        status=500, identity=None, latency_ms=(platform_io.clock() - started) * 1000,
+    )

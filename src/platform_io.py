@@ -8,7 +8,7 @@ import asyncio
 import json
 
 import js
-from pyodide.ffi import JsException, create_once_callable, to_js
+from pyodide.ffi import JsException, create_once_callable, jsnull, to_js
 
 from entragate.keys import KeyFetchError
 
@@ -120,9 +120,12 @@ def deferrer(ctx):
 
 
 def env_getter(env):
+    """Variables as the Worker sees them: strings (secrets, string vars), numbers and booleans
+    (TOML vars); anything else is handed on for Config to refuse, never silently dropped."""
+
     def get(name: str):
         value = getattr(env, name, None)
-        return value if isinstance(value, str) else None
+        return None if value is None or value is jsnull else value
 
     return get
 
@@ -168,6 +171,9 @@ async def forward(js_request, url: str, strip, add, timeout: float):
     redirects handed back to the client rather than followed. The timeout covers the wait
     for the response headers only, so a long download is never cut off."""
     headers = js.Headers.new(js_request.headers)
+    # The origin's Host comes from `url`: the client's Host named the gateway, and workerd
+    # would send a client-set Host on within the zone.
+    headers.delete("host")
     for name in strip:
         headers.delete(name)
     for name, value in add:

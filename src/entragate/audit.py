@@ -1,7 +1,8 @@
 """One JSON line per decision, written to the Workers console (Workers Logs / Logpush).
 
 Fields: time, request_id, method, host, path (without the query, which may carry secrets),
-rule, decision (allow | deny), reason, status, oid, tid, client_id, token_kind, latency_ms.
+rule, decision (allow | deny), reason, status (the HTTP status sent; gRPC denials are HTTP
+200, so their line also has grpc_status), oid, tid, client_id, token_kind, latency_ms.
 Never a token, a signature or any other header value. Denials are always logged; allowed
 requests are logged with probability AUDIT_ALLOW_SAMPLE_RATE.
 """
@@ -13,7 +14,8 @@ from .identity import Identity
 
 
 def audit_line(*, now: float, request_id: str, method: str, host: str | None, path: str, rule: str | None,
-               allowed: bool, reason: str, status: int, identity: Identity | None, latency_ms: float) -> str:
+               allowed: bool, reason: str, status: int, identity: Identity | None, latency_ms: float,
+               grpc_status: int | None = None) -> str:
     record = {
         "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now * 1000) % 1000:03d}Z",
         "request_id": request_id,
@@ -30,4 +32,6 @@ def audit_line(*, now: float, request_id: str, method: str, host: str | None, pa
         "token_kind": identity.kind if identity else None,
         "latency_ms": round(latency_ms, 3),
     }
+    if grpc_status is not None:
+        record["grpc_status"] = grpc_status
     return json.dumps(record, separators=(",", ":"))

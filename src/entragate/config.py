@@ -32,6 +32,7 @@ DEFAULT_TOKEN_CACHE_SECONDS = 300
 HEADER_PREFIX = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*-$")
 MULTI_TENANT_AUTHORITIES = frozenset({"organizations", "common"})
 ANY_TENANT = "*"
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 
 GUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
@@ -112,7 +113,8 @@ class Config:
         return cls(
             origin_url=reader.url("ORIGIN_URL"),
             tenant=tenant,
-            authority=reader.url("ENTRA_AUTHORITY", DEFAULT_AUTHORITY).rstrip("/"),
+            # Signing keys come from here: over plain http anyone on the path could supply their own.
+            authority=reader.url("ENTRA_AUTHORITY", DEFAULT_AUTHORITY, https=True).rstrip("/"),
             audiences=_audience_forms(reader.items("ENTRA_AUDIENCES")),
             allowed_tenants=allowed_tenants,
             token_versions=versions,
@@ -155,8 +157,14 @@ class _Reader:
         value = self._get(name)
         if value is None:
             return None
-        if not isinstance(value, str):
-            raise ConfigError(f"{name} must be a string")
+        # wrangler.toml [vars] may hold TOML numbers and booleans; they reach the Worker as
+        # such, and are read as the string a user would have written.
+        if isinstance(value, bool):
+            value = "true" if value else "false"
+        elif isinstance(value, (int, float)):
+            value = str(value)
+        elif not isinstance(value, str):
+            raise ConfigError(f"{name} must be a string, number or boolean")
         return value.strip() or None
 
     def text(self, name: str, default: str | None = None) -> str:
@@ -176,11 +184,14 @@ class _Reader:
             raise ConfigError(f"{name} must list at least one value")
         return values
 
-    def url(self, name: str, default: str | None = None) -> str:
+    def url(self, name: str, default: str | None = None, *, https: bool = False) -> str:
+        """`https`: plain http only for a loopback host (a local mock), never across a network."""
         value = self.text(name, default)
         parts = urlsplit(value)
         if parts.scheme not in ("https", "http") or not parts.hostname or parts.query or parts.fragment:
             raise ConfigError(f"{name} must be an absolute http(s) URL without query or fragment")
+        if https and parts.scheme != "https" and parts.hostname not in LOOPBACK_HOSTS:
+            raise ConfigError(f"{name} must be an https URL (plain http is accepted only for a loopback host)")
         return value
 
     def boolean(self, name: str, default: bool) -> bool:

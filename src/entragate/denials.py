@@ -47,6 +47,8 @@ class Answer:
     # For the audit line of a policy denial: who was refused, by which rule.
     rule: str | None = None
     identity: Identity | None = None
+    # gRPC answers are HTTP 200; the audit line carries the gRPC status that was refused with.
+    grpc_status: int | None = None
 
 
 # html.escape would import html.entities (a 2,000-entry table, ~60 ms of a Pyodide cold start)
@@ -86,12 +88,13 @@ def deny(status: int, code: str, detail: str, request_id: str, kind: str = JSON,
     message = _MESSAGES.get(code, "The request is not allowed." if status == 403 else detail)
     if kind == GRPC:
         grpc_message = quote(f"{message} ({code}, request {request_id})", safe=" ")
+        grpc_status = _GRPC_STATUS.get(status, 2)
         headers += [
             ("content-type", "application/grpc"),
-            ("grpc-status", str(_GRPC_STATUS.get(status, 2))),
+            ("grpc-status", str(grpc_status)),
             ("grpc-message", grpc_message),
         ]
-        return Answer(200, code, tuple(headers), "")
+        return Answer(200, code, tuple(headers), "", grpc_status=grpc_status)
     title = _TITLES.get(status, "Error")
     if kind == HTML:
         page = (

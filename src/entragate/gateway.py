@@ -11,23 +11,21 @@ import functools
 import json
 import random
 from dataclasses import dataclass, replace
-from urllib.parse import urlsplit
 
-from .assertion import JWKS_PATH, assertion_claims, sign_assertion
+from .assertion import assertion_claims, sign_assertion
 from .audit import audit_line
 from .config import Config
 from .credential import extract_bearer
 from .denials import Answer, client_kind, deny, from_error, insufficient_scope_challenge
-from .errors import AmbiguousPath, GatewayError, KeysUnavailable
+from .errors import GatewayError, KeysUnavailable
 from .identity import Identity
 from .keys import IssuerKeys
-from .paths import canonical_path
 from .policy import Policy
+from .target import Target, request_target, split_url
 from .token_cache import DEFAULT_MAX_ENTRIES, CachingValidator
 from .tokens import TokenValidator
 from .upstream import forwarded_groups, headers_to_strip, identity_headers
 
-HEALTH_PATH = "/.well-known/entragate/health"
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,14 +61,6 @@ def _identity_part(identity: Identity, prefix: str, policy_groups: frozenset[str
     return groups, tuple(identity_headers(identity, groups, prefix))
 
 
-def split_url(url: str) -> tuple[str | None, str]:
-    """(lower-cased host, raw path and query) of an absolute request URL."""
-    host = urlsplit(url).hostname
-    after_scheme = url.partition("://")[2]
-    slash = after_scheme.find("/")
-    return host, (after_scheme[slash:] if slash >= 0 else "")
-
-
 class Gateway:
     def __init__(self, config: Config, validator: TokenValidator, policy: Policy, *, keys: dict,
                  policy_groups: frozenset[str], signer=None, clock, log=print, sample=random.random):
@@ -92,30 +82,32 @@ class Gateway:
             return from_error(error, request.request_id, kind)
         except Exception as error:  # a bug: fail closed, with a request id and an audit line
             self.log(f"internal error (request {request.request_id}): {type(error).__name__}: {error}")
-            return deny(500, "internal_error", "internal error", request.request_id, kind)
+            return self.internal_error(request)
+
+    def internal_error(self, request: IncomingRequest) -> Answer:
+        kind = client_kind(request.accept, request.content_type)
+        return deny(500, "internal_error", "internal error", request.request_id, kind)
 
     async def _decide(self, request: IncomingRequest, defer, kind: str) -> Forward | Answer:
-        host, path_and_query = split_url(request.url)
-        if not host or not path_and_query:
-            raise AmbiguousPath("request URL has no host or path")
-        # `a.example.com..` or `.a.example.com` name no host a route can, so they would fall
-        # through to any-host routes past a host-specific deny: refuse them instead.
-        if host.startswith(".") or ".." in host:
-            raise AmbiguousPath("host has an empty label")
-        raw_path = path_and_query.partition("?")[0]
-        if raw_path == HEALTH_PATH:
+        target = request_target(request.url)
+        if target.endpoint == "health":
             return await self.health(request.request_id, defer)
-        if raw_path == JWKS_PATH:
+        if target.endpoint == "jwks":
             return self.assertion_jwks()
-        path = canonical_path(raw_path)
         method = request.method.upper()
-        route = self.policy.match(method, host, path)
+        route = self.policy.match(method, target.host, target.path)
         if route is None:
             return deny(403, "no_route", "no route allows this request", request.request_id, kind)
         if route.fixed_decision is not None:  # e.g. method_not_allowed: no token can change it
             answer = deny(403, route.fixed_decision.reason, "not allowed by policy", request.request_id, kind)
             return replace(answer, rule=route.name)
+        try:
+            return await self._decide_route(request, defer, kind, target, method, route)
+        except GatewayError as error:  # the audit line names the route that asked for a token
+            return replace(from_error(error, request.request_id, kind), rule=route.name)
 
+    async def _decide_route(self, request, defer, kind, target: Target, method: str, route) -> Forward | Answer:
+        path_and_query = target.path_and_query
         origin = (route.origin or self.config.origin_url).rstrip("/")
         strip = tuple(headers_to_strip(request.header_names, self.config.header_prefix, self.config.forward_authorization))
         request_id_header = (self.config.header_prefix + "request-id", request.request_id)
@@ -183,12 +175,13 @@ class Gateway:
         allowed = isinstance(result, Forward)
         if allowed and failure is None and self.sample() >= self.config.audit_allow_sample_rate:
             return None
-        reason = failure.code if failure else (result.reason if allowed else result.code)
+        answer = failure or (None if allowed else result)  # what the client was told, if not the origin's answer
         host, path_and_query = split_url(request.url)
         return audit_line(
             now=self.clock(), request_id=request.request_id, method=request.method, host=host,
             path=path_and_query.partition("?")[0], rule=result.rule, allowed=allowed,
-            reason=reason, status=status, identity=result.identity, latency_ms=latency_ms,
+            reason=answer.code if answer else result.reason, status=status, identity=result.identity,
+            latency_ms=latency_ms, grpc_status=answer.grpc_status if answer else None,
         )
 
 

@@ -149,18 +149,22 @@ def _check_unicode(seg: str) -> None:
         raise AmbiguousPath("segment normalises to a dot segment")
 
 
-def canonical_host(host: str) -> str:
-    """Lower-case, drop a port, strip one trailing dot. Never raises; an odd host simply
-    matches no host-specific route."""
+def host_without_port(host: str) -> str:
+    """Lower-cased, without a port; an IPv6 literal keeps its brackets. Never raises."""
     host = host.lower()
     if host.startswith("["):
         end = host.find("]")
         return host[: end + 1] if end != -1 else host
     colon = host.rfind(":")
-    if colon != -1 and host[colon + 1 :].isdigit():
+    if colon != -1 and (host[colon + 1 :].isdigit() or colon == len(host) - 1):
         host = host[:colon]
-    elif colon != -1 and colon == len(host) - 1:
-        host = host[:colon]
+    return host
+
+
+def canonical_host(host: str) -> str:
+    """Lower-case, drop a port, strip one trailing dot. Never raises; an odd host simply
+    matches no host-specific route."""
+    host = host_without_port(host)
     if host.endswith(".") and not host.endswith(".."):
         host = host[:-1]
     return host

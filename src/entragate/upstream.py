@@ -25,9 +25,12 @@ Values outside printable ASCII, and `%`, are percent-encoded as UTF-8 (RFC 3986)
 origin recovers them with one `unquote`; names like "José" survive, header injection cannot.
 In the comma-separated lists each item's own commas are encoded too.
 
-Before ours are added, every client-sent header whose name, lower-cased with `_` read as
-`-`, starts with the prefix is removed (WSGI/CGI servers turn `X_Entragate_User` into the
-same variable as `X-Entragate-User`), as are well-known identity headers of other proxies
+Before ours are added, every client-sent header whose name, lower-cased with every run of
+characters other than letters and digits read as one `-`, starts with the prefix (or is the
+prefix without its last `-`) is removed:
+WSGI/CGI servers turn `X_Entragate_User` into the same variable as `X-Entragate-User`, and
+lighttpd's CGI/FastCGI/SCGI encoding maps every non-alphanumeric (`X-Entragate.User`) to `_`.
+Removed in the same way are well-known identity headers of other proxies
 that an origin might trust by mistake, and headers with which some origin frameworks
 replace the request's path, host or method (ROUTING_OVERRIDE_HEADERS): the gateway decided
 on the request line and Host, so the origin must not act on anything else.
@@ -81,8 +84,11 @@ def header_list(items) -> str:
     )
 
 
+_SEPARATORS = re.compile(r"[^a-z0-9]+")
+
+
 def _normalised(name: str) -> str:
-    return name.lower().replace("_", "-")
+    return _SEPARATORS.sub("-", name.lower())
 
 
 def headers_to_strip(names, prefix: str, forward_authorization: bool) -> list[str]:
@@ -91,7 +97,7 @@ def headers_to_strip(names, prefix: str, forward_authorization: bool) -> list[st
     strip = []
     for name in names:
         normal = _normalised(name)
-        if normal.startswith(prefix) or normal in LOOKALIKE_IDENTITY_HEADERS or normal in ROUTING_OVERRIDE_HEADERS:
+        if (normal + "-").startswith(prefix) or normal in LOOKALIKE_IDENTITY_HEADERS or normal in ROUTING_OVERRIDE_HEADERS:
             strip.append(name)
         elif normal == "authorization" and not forward_authorization:
             strip.append(name)

@@ -225,7 +225,7 @@ def test_signed_tokens_are_accepted_exactly_when_they_are_well_formed(parts):
         return
     assert acceptable(header, payload), (header, payload)
     assert identity.oid == payload.get("oid") and identity.tid == payload["tid"]
-    assert identity.roles == tuple(payload.get("roles", ())) and identity.version == payload["ver"]
+    assert identity.roles == tuple(payload.get("roles") or ()) and identity.version == payload["ver"]
 
 
 @SETTINGS
@@ -247,7 +247,10 @@ def test_any_mutation_of_a_genuine_token_is_refused(data):
     assume(mutated != token)
     for candidate in (mutated, f"Bearer {mutated}"):
         try:
-            validate(candidate) if not candidate.startswith("Bearer") else validate(extract_bearer(candidate))
+            credential = extract_bearer(candidate) if candidate.startswith("Bearer") else candidate
+            if credential == token:  # HTTP allows spaces around the credential: the same token
+                continue
+            validate(credential)
         except GatewayError:
             continue
         raise AssertionError(f"accepted a mutated token: {candidate!r}")

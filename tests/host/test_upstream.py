@@ -2,6 +2,7 @@
 
 from urllib.parse import quote, unquote
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -23,6 +24,21 @@ def test_strips_prefix_in_any_case_and_underscore_form_and_lookalikes():
              "x-ms-client-principal-name", "Authorization", "Accept", "X-Entragatex", "Cookie"]
     assert headers_to_strip(names, "x-entragate-", forward_authorization=False) == names[:6]
     assert "Authorization" not in headers_to_strip(names, "x-entragate-", forward_authorization=True)
+
+
+@pytest.mark.parametrize("name", [
+    "X-Entragate.User-Oid", "x.entragate.roles", "X~Entragate~Groups", "X--Entragate--Name", "X-Entragate",
+    "x_entragate", "X-Entragate-User-Oid.", "X.Forwarded.User", "X_Original_URL", "x.ms.client.principal",
+])
+def test_any_separator_spelling_of_a_protected_name_is_stripped(name):
+    # lighttpd's CGI/FastCGI variable names map every non-alphanumeric to "_", so
+    # "X-Entragate.User-Oid" arrives as HTTP_X_ENTRAGATE_USER_OID, the same as ours.
+    assert headers_to_strip([name, "Accept"], "x-entragate-", forward_authorization=True) == [name]
+
+
+@pytest.mark.parametrize("name", ["X-Entragatex", "X-Entragate2-User", "Xentragate-User", "Accept-Entragate-User"])
+def test_names_that_only_resemble_the_prefix_are_kept(name):
+    assert headers_to_strip([name], "x-entragate-", forward_authorization=True) == []
 
 
 def test_identity_headers_encode_values_so_nothing_can_be_injected():
