@@ -121,6 +121,62 @@ async def scenarios(setup, repeat):
     return results
 
 
+async def fresh_breakdown(setup, count=300):
+    """Where a fresh token's time goes: each stage of Gateway.handle timed alone, median µs.
+    The stages are the gateway's own functions called in the order handle calls them."""
+    from entragate.claims import identity_from_claims
+    from entragate.credential import extract_bearer
+    from entragate.target import request_target
+    from entragate.tokens import _check_header, _decode
+
+    gateway = build(setup, assertion=False)
+    await timed(gateway, [request(setup["gateway_url"] + "/api/warm", setup["repeated_token"])], "Forward")
+    inner = gateway.validator._validator
+    verifier = inner._verifier
+    keys = {key["kid"]: key for key in setup["keys"]}
+    tokens = setup["fresh_tokens"][:count]
+    url = setup["gateway_url"] + "/api/items"
+    config = gateway.config
+
+    def each(step):
+        samples = []
+        for token in tokens:
+            started = time.perf_counter()
+            step(token)
+            samples.append((time.perf_counter() - started) * 1e6)
+        return round(statistics.median(samples), 1)
+
+    async def each_async(step):
+        samples = []
+        for token in tokens:
+            started = time.perf_counter()
+            await step(token)
+            samples.append((time.perf_counter() - started) * 1e6)
+        return round(statistics.median(samples), 1)
+
+    def route(token):
+        target = request_target(url)
+        gateway.policy.match("GET", target.host, target.path)
+        extract_bearer("Bearer " + token)
+
+    decoded = {token: _decode(token, config.clock_skew) for token in tokens}
+    stages = {
+        "request target + route match + bearer": each(route),
+        "PyJWT parse + time claims (_decode)": each(lambda token: _decode(token, config.clock_skew)),
+        "header rules (_check_header)": each(lambda token: _check_header(decoded[token]["header"], config.algorithms)),
+        "claims -> Identity": each(lambda token: identity_from_claims(decoded[token]["payload"])),
+        "signature verify (awaited)": await each_async(lambda token: verifier.verify(
+            "RS256", keys[decoded[token]["header"]["kid"]], token.rpartition(".")[0].encode("ascii"),
+            decoded[token]["signature"])),
+    }
+    if IN_PYODIDE:
+        import js
+
+        stages["of which: awaiting one resolved JS promise"] = await each_async(lambda token: js.Promise.resolve(None))
+    stages["whole Gateway.handle"] = summary(await timed(gateway, [request(url, t) for t in tokens], "Forward"))["median_us"]
+    return stages
+
+
 async def cache_memory(setup, tokens):
     """Memory held by the verified-token cache and the identity-header memo after `tokens`
     distinct users' tokens: both are bounded, so this stays flat however many tokens pass."""
@@ -135,12 +191,12 @@ async def cache_memory(setup, tokens):
         def __init__(self):
             self.n = 0
 
-        async def validate(self, token, defer):
+        async def validate_with_kid(self, token, defer):
             self.n += 1
             tag = f"{self.n:08d}"
             return replace(identity, oid=identity.oid[:-8] + tag, sub=identity.sub[:-8] + tag,
                            name=f"{identity.name} {tag}", username=f"{tag}.{identity.username}",
-                           groups=tuple(g[:-8] + tag for g in identity.groups))
+                           groups=tuple(g[:-8] + tag for g in identity.groups)), setup["signing_kid"]
 
     cache = CachingValidator(Distinct(), gateway.validator._keys_by_version, clock=time.time, skew=60)
     header = setup["repeated_token"].split(".")[0]
@@ -162,6 +218,7 @@ async def main(path=None, repeat=2000):
     results = {
         "runtime": ("pyodide " if IN_PYODIDE else "cpython ") + sys.version.split()[0],
         "scenarios": await scenarios(setup, repeat),
+        "fresh_breakdown": await fresh_breakdown(setup),
     }
     if not IN_PYODIDE:  # tracemalloc is not available in Pyodide's build
         results["token_cache_memory"] = await cache_memory(setup, 100_000)

@@ -99,6 +99,10 @@ def pipeline(setup_path: Path, runs: int) -> dict:
         "jose_fresh_median_us": median_of(pyodide_runs, "jose", "scenarios", "fresh token", "median_us"),
         "cold": {key: median_of(pyodide_runs, "cold", key) for key in pyodide_runs[0]["cold"]},
         "token_cache_memory": cpython_runs[-1]["token_cache_memory"],
+        "fresh_breakdown": {
+            label: {stage: median_of(source, "fresh_breakdown", stage) for stage in source[0]["fresh_breakdown"]}
+            for label, source in (("pyodide", pyodide_runs), ("cpython", cpython_runs))
+        },
         "runtimes": {"pyodide": pyodide_runs[0]["runtime"], "cpython": cpython_runs[0]["runtime"], "jose": pyodide_runs[0]["jose"]["runtime"]},
     }
 
@@ -177,6 +181,10 @@ def print_table(results: dict) -> None:
     for row in p["rows"]:
         print(f"{row['scenario']:28} {row['pyodide_median_us']:>8} / {row['pyodide_p99_us']:<6} {row['pyodide_x_jose']:>7} "
               f"{row['cpython_median_us']:>8} / {row['cpython_p99_us']:<6} {row['cpython_x_jose']:>7}")
+    print("\nWhere a fresh token's time goes (each stage alone, median µs):")
+    print(f"{'stage':45} {'pyodide':>9} {'cpython':>9}")
+    for stage, value in p["fresh_breakdown"]["pyodide"].items():
+        print(f"{stage:45} {value:>9} {p['fresh_breakdown']['cpython'].get(stage, '–'):>9}")
     print(f"\nCold start (Pyodide): {p['cold']}")
     memory = p["token_cache_memory"]
     print(f"Token cache after {memory['tokens']} distinct tokens: {memory['entries']} entries, "
@@ -209,6 +217,11 @@ def markdown(results: dict) -> str:
     for row in p["rows"]:
         lines.append(f"| {row['scenario']} | {row['pyodide_median_us']} / {row['pyodide_p99_us']} | {row['pyodide_x_jose']} "
                      f"| {row['cpython_median_us']} / {row['cpython_p99_us']} | {row['cpython_x_jose']} |")
+    breakdown = p["fresh_breakdown"]
+    lines += ["", "Where a fresh token's time goes (each stage of `Gateway.handle` timed alone, median µs):", "",
+              "| stage | Pyodide | CPython |", "|---|---|---|"]
+    for stage, value in breakdown["pyodide"].items():
+        lines.append(f"| {stage} | {value} | {breakdown['cpython'].get(stage, '–')} |")
     memory = p["token_cache_memory"]
     lines += [
         "",

@@ -30,7 +30,7 @@ from jwt.api_jws import PyJWS  # noqa: E402
 from jwt.exceptions import DecodeError  # noqa: E402
 from jwt.utils import base64url_decode, base64url_encode  # noqa: E402
 
-_BASE64URL = re.compile(rb"[A-Za-z0-9_-]*")
+_BASE64URL = re.compile(rb"[A-Za-z0-9_-]*+")  # possessive: no backtrack points to record
 
 
 class StrictJWS(PyJWS):

@@ -11,11 +11,9 @@ Failures are never cached: an invalid token costs a full validation every time.
 """
 
 import hashlib
-import json
 
 from .errors import InvalidToken
 from .identity import Identity
-from .pyjwt import base64url_decode
 
 DEFAULT_MAX_ENTRIES = 4096
 DEFAULT_MAX_AGE_SECONDS = 300
@@ -29,11 +27,6 @@ class _Entry:
         self.evict_at = evict_at
         self.issuer_keys = issuer_keys
         self.kid = kid
-
-
-def _kid(token: str) -> str | None:
-    header = json.loads(base64url_decode(token.partition(".")[0]))
-    return header.get("kid")
 
 
 class CachingValidator:
@@ -62,8 +55,8 @@ class CachingValidator:
             if identity is not None:
                 return identity
             del self._entries[digest]
-        identity = await self._validator.validate(token, defer)
-        self._remember(digest, token, identity)
+        identity, kid = await self._validator.validate_with_kid(token, defer)
+        self._remember(digest, kid, identity)
         return identity
 
     def _still_valid(self, entry: _Entry) -> Identity | None:
@@ -76,8 +69,8 @@ class CachingValidator:
             return None
         return identity
 
-    def _remember(self, digest: bytes, token: str, identity: Identity) -> None:
+    def _remember(self, digest: bytes, kid: str, identity: Identity) -> None:
         if len(self._entries) >= self._max_entries:
             del self._entries[next(iter(self._entries))]
         issuer_keys = self._keys_by_version[identity.version]
-        self._entries[digest] = _Entry(identity, self._clock() + self._max_age, issuer_keys, _kid(token))
+        self._entries[digest] = _Entry(identity, self._clock() + self._max_age, issuer_keys, kid)

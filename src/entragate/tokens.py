@@ -36,11 +36,9 @@ class SignatureVerifier(Protocol):
 
 
 def _no_duplicate_members(pairs):
-    result = {}
-    for name, value in pairs:
-        if name in result:
-            raise jwt.DecodeError(f"duplicate member {name!r}")
-        result[name] = value
+    result = dict(pairs)  # built in C; a shorter dict means a name came twice
+    if len(result) != len(pairs):
+        raise jwt.DecodeError("duplicate member name")
     return result
 
 
@@ -127,6 +125,10 @@ class TokenValidator:
         self._verifier = verifier
 
     async def validate(self, token: str, defer) -> Identity:
+        return (await self.validate_with_kid(token, defer))[0]
+
+    async def validate_with_kid(self, token: str, defer) -> tuple[Identity, str]:
+        """The Identity and the `kid` of the key that verified it (the token cache keeps it)."""
         config = self._config
         decoded = _decode(token, config.clock_skew)
         header, claims = decoded["header"], decoded["payload"]
@@ -162,4 +164,4 @@ class TokenValidator:
         signing_input = token.rpartition(".")[0].encode("ascii")
         if not await self._verifier.verify(header["alg"], jwk, signing_input, decoded["signature"]):
             raise InvalidToken("signature verification failed")
-        return identity_from_claims(claims)
+        return identity_from_claims(claims), kid

@@ -69,8 +69,8 @@ _SAFE_IN_LIST = _SAFE.replace(",", "")
 
 
 # Most values (GUIDs, UPNs, role names) need no encoding; skip quote() for them.
-_NEEDS_NO_ENCODING = re.compile(r"[\x20-\x24\x26-\x7e]*")
-_LIST_ITEM_NEEDS_NO_ENCODING = re.compile(r"[\x20-\x24\x26-\x2b\x2d-\x7e]*")
+_NEEDS_NO_ENCODING = re.compile(r"[\x20-\x24\x26-\x7e]*+")
+_LIST_ITEM_NEEDS_NO_ENCODING = re.compile(r"[\x20-\x24\x26-\x2b\x2d-\x7e]*+")
 
 
 def header_value(value: str) -> str:
@@ -91,15 +91,32 @@ def _normalised(name: str) -> str:
     return _SEPARATORS.sub("-", name.lower())
 
 
+# Clients send the same few dozen header names over and over: remember each name's verdict.
+# Bounded, since names are attacker-chosen; a full memo is simply started again.
+MAX_REMEMBERED_NAMES = 1024
+_verdicts: dict[tuple[str, str, bool], bool] = {}
+
+
+def _must_strip(name: str, prefix: str, forward_authorization: bool) -> bool:
+    normal = _normalised(name)
+    if (normal + "-").startswith(_normalised(prefix)):
+        return True
+    if normal in LOOKALIKE_IDENTITY_HEADERS or normal in ROUTING_OVERRIDE_HEADERS:
+        return True
+    return normal == "authorization" and not forward_authorization
+
+
 def headers_to_strip(names, prefix: str, forward_authorization: bool) -> list[str]:
     """Names (as sent) of client headers that must not reach the origin."""
-    prefix = _normalised(prefix)
     strip = []
     for name in names:
-        normal = _normalised(name)
-        if (normal + "-").startswith(prefix) or normal in LOOKALIKE_IDENTITY_HEADERS or normal in ROUTING_OVERRIDE_HEADERS:
-            strip.append(name)
-        elif normal == "authorization" and not forward_authorization:
+        key = (name, prefix, forward_authorization)
+        verdict = _verdicts.get(key)
+        if verdict is None:
+            if len(_verdicts) >= MAX_REMEMBERED_NAMES:
+                _verdicts.clear()
+            verdict = _verdicts[key] = _must_strip(name, prefix, forward_authorization)
+        if verdict:
             strip.append(name)
     return strip
 
