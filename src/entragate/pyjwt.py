@@ -1,11 +1,16 @@
-"""PyJWT as the edge uses it: the library's own parsing and claim checks, two costs removed.
+"""PyJWT as the edge uses it: the library's own parsing and claim checks, three costs removed.
 
 1. Import. `import jwt` runs jwt/__init__, which imports jwt.jwks_client and with it
    urllib.request, http.client, ssl and the email package: about 0.3 s of a Pyodide cold
    start, for a client the edge never uses (signing keys come from Workers fetch, keys.py).
    Under Pyodide a stand-in takes its place; constructing PyJWKClient through it raises.
    On the host PyJWT is imported as it is (the origin helper uses PyJWKClient).
-2. Segment decoding. PyJWT 2.15 checks the base64url alphabet one character at a time in a
+2. `calendar`. jwt.api_jwt imports `calendar.timegm` at import time, for encoding datetime
+   claims, which the edge never does; importing calendar (enum classes, locale tables) costs
+   50-80 ms of a Pyodide cold start. Under Pyodide, if nothing has imported it yet, a lazy
+   stand-in is registered: the first call of `timegm` or use of any other attribute imports
+   the real module, which then replaces the stand-in. Behaviour is the stdlib's, only later.
+3. Segment decoding. PyJWT 2.15 checks the base64url alphabet one character at a time in a
    Python generator (GHSA-hxm8-2xgr-2p9m), ~0.2 ms per token on CPython and more in Pyodide.
    StrictJWS does the same check with one compiled regular expression, keeps PyJWT's
    canonical re-encoding check, and additionally refuses `=` padding, which Entra never sends.
@@ -24,6 +29,28 @@ if sys.platform == "emscripten" and "jwt" not in sys.modules:
 
     _stand_in.PyJWKClient = PyJWKClient
     sys.modules["jwt.jwks_client"] = _stand_in
+
+    if "calendar" not in sys.modules:
+
+        def _real_calendar():
+            if sys.modules.get("calendar") is _lazy_calendar:
+                del sys.modules["calendar"]
+            import importlib
+
+            return importlib.import_module("calendar")
+
+        class _LazyCalendar(types.ModuleType):
+            def __getattr__(self, name):
+                if name.startswith("__"):  # the import system probing (`__path__`), not a user
+                    raise AttributeError(name)
+                return getattr(_real_calendar(), name)
+
+        def _timegm(time_tuple):
+            return _real_calendar().timegm(time_tuple)
+
+        _lazy_calendar = _LazyCalendar("calendar")
+        _lazy_calendar.timegm = _timegm
+        sys.modules["calendar"] = _lazy_calendar
 
 import jwt  # noqa: E402
 from jwt.api_jws import PyJWS  # noqa: E402

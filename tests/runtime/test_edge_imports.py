@@ -1,0 +1,18 @@
+"""What importing the Worker costs in Pyodide: only modules every request needs (issue #6)."""
+
+from fixtures.pyodide import last_json_line, run_in_pyodide
+
+# Heavy modules the edge has no use for; each was once pulled in by a dependency.
+NEVER_AT_IMPORT = {"urllib.request", "http.client", "ssl", "email", "html.entities", "calendar", "jwt.jwks_client"}
+
+
+def test_worker_import_loads_nothing_heavy_and_lazy_calendar_still_works():
+    result = run_in_pyodide("tests/runtime/pyodide/edge_imports.py")
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = last_json_line(result.stdout)
+    # jwt.jwks_client is replaced by a stand-in and calendar by a lazy one: neither real module loads.
+    assert report["calendar_was_lazy"] is True
+    assert not (NEVER_AT_IMPORT - {"calendar", "jwt.jwks_client"}) & set(report["loaded"]), report["loaded"]
+    # Once used, the real calendar takes over and answers like the stdlib.
+    assert report["timegm"] == 1795478400 and report["month_name"] == "March"
+    assert report["real_calendar_now"] == "module"
