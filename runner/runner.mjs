@@ -10,11 +10,19 @@
 // .dev.vars; --var overrides a variable and --main the entry file.
 //
 // Prints one JSON line {"ready": true, "url": ..., "startup_ms": ...} on stdout when ready.
+//
+// WebSocket upgrades, as workerd does them: the Worker's fetch() of a request carrying
+// `Upgrade: websocket` upgrades to the origin (node:http) and resolves with a Response of
+// status 101 whose `webSocket` holds the origin's socket; a client's upgrade request goes to
+// the Worker like any other, and returning that 101 joins the two sockets. Any other answer
+// is written on the client's socket, which is then closed. Other fetches are Node's own.
 
 import { spawnSync } from "node:child_process";
 import { randomUUID } from "node:crypto";
-import { createServer } from "node:http";
+import http, { STATUS_CODES, createServer } from "node:http";
+import https from "node:https";
 import { Readable } from "node:stream";
+import { pipeline } from "node:stream/promises";
 import { parseArgs } from "node:util";
 import path from "node:path";
 
@@ -138,6 +146,109 @@ function toWebRequest(req, host, port) {
   });
 }
 
+// --- WebSocket upgrades ----------------------------------------------------------------
+
+// The origin's side of an upgraded connection: the `webSocket` of a fetched 101.
+class UpgradedSocket {
+  constructor(socket, head) {
+    this.socket = socket;
+    this.head = head;
+    socket.on("error", () => socket.destroy()); // Node removed its own listener on upgrading
+  }
+}
+
+function headersOf(rawHeaders) {
+  const headers = new Headers();
+  for (let i = 0; i < rawHeaders.length; i += 2) headers.append(rawHeaders[i], rawHeaders[i + 1]);
+  return headers;
+}
+
+// A fetch() response as the Worker sees it: a real Response (so the SDK's Response()
+// accepts it), with the fetched URL and, for a 101, the status Node's constructor refuses.
+function fetched(url, status, statusText, headers, body, webSocket) {
+  const response = new Response(body, { status: status === 101 ? 200 : status, statusText, headers });
+  const own = { url: { value: url } };
+  if (status === 101) {
+    Object.assign(own, { status: { value: 101 }, ok: { value: false }, webSocket: { value: webSocket } });
+  }
+  return Object.defineProperties(response, own);
+}
+
+function upgradeHeaders(input, init) {
+  try {
+    const headers = new Headers(init?.headers ?? (input instanceof Request ? input.headers : undefined));
+    return headers.get("upgrade")?.trim().toLowerCase() === "websocket" ? headers : null;
+  } catch {
+    return null; // Node's fetch reports bad arguments itself
+  }
+}
+
+function fetchUpgrade(input, init, headers) {
+  const url = new URL(input instanceof Request ? input.url : String(input));
+  const method = init?.method ?? (input instanceof Request ? input.method : "GET");
+  return new Promise((resolve, reject) => {
+    const fail = (error) => reject(error.name === "AbortError" ? error : new TypeError("fetch failed", { cause: error }));
+    const request = (url.protocol === "https:" ? https : http).request(url, {
+      method,
+      headers: Object.fromEntries(headers),
+      signal: init?.signal ?? undefined,
+    });
+    request.on("upgrade", (answer, socket, head) => {
+      resolve(fetched(url.href, 101, answer.statusMessage, headersOf(answer.rawHeaders), null, new UpgradedSocket(socket, head)));
+    });
+    request.on("response", (answer) => {
+      const empty = method === "HEAD" || [204, 205, 304].includes(answer.statusCode);
+      if (empty) answer.resume();
+      try {
+        resolve(fetched(url.href, answer.statusCode, answer.statusMessage, headersOf(answer.rawHeaders), empty ? null : Readable.toWeb(answer)));
+      } catch (error) {
+        answer.destroy();
+        fail(error); // a status or header Node's Response refuses
+      }
+    });
+    request.on("error", fail);
+    request.end();
+  });
+}
+
+function installFetch() {
+  const nodeFetch = globalThis.fetch;
+  globalThis.fetch = function fetch(input, init) {
+    const headers = upgradeHeaders(input, init);
+    return headers ? fetchUpgrade(input, init, headers) : nodeFetch(input, init);
+  };
+}
+
+function headerBlock(statusLine, headers) {
+  const lines = [statusLine];
+  for (const [name, value] of headers) if (name !== "set-cookie") lines.push(`${name}: ${value}`);
+  for (const cookie of headers.getSetCookie()) lines.push(`set-cookie: ${cookie}`);
+  return lines.join("\r\n") + "\r\n\r\n";
+}
+
+// The Worker's answer to a client's upgrade request, on the client's raw socket.
+async function sendUpgradeResponse(socket, head, response) {
+  const upgraded = response.status === 101 ? response.webSocket : undefined;
+  if (upgraded instanceof UpgradedSocket) {
+    const origin = upgraded.socket;
+    if (socket.destroyed) return origin.destroy(); // the client left while the Worker worked
+    socket.write(headerBlock(`HTTP/1.1 101 ${response.statusText || STATUS_CODES[101]}`, response.headers));
+    if (upgraded.head?.length) socket.write(upgraded.head);
+    if (head?.length) origin.write(head);
+    origin.on("error", () => socket.destroy());
+    socket.on("close", () => origin.destroy());
+    origin.pipe(socket);
+    socket.pipe(origin);
+    return;
+  }
+  const headers = new Headers(response.headers);
+  headers.delete("transfer-encoding"); // the body is sent as it is, ended by closing
+  headers.set("connection", "close");
+  socket.write(headerBlock(`HTTP/1.1 ${response.status} ${response.statusText || STATUS_CODES[response.status] || ""}`, headers));
+  if (!response.body) return socket.end();
+  await pipeline(Readable.fromWeb(response.body), socket);
+}
+
 async function sendWebResponse(res, response) {
   const headers = {};
   for (const [name, value] of response.headers) {
@@ -170,18 +281,20 @@ async function main() {
   const proxy = await wrangler.getPlatformProxy({ configPath: options.config, persist: { path: options["persist-to"] } });
   const env = buildEnv(proxy.env, config, options.vars);
   const mainPath = options.main ?? path.relative(PROJECT_DIR, config.main);
+  installFetch();
   const { handle, importMs, python } = await loadWorker(env, mainPath);
 
+  // Each request, plain or upgrade, goes to the Worker the same way; `reply` delivers its
+  // response and `fail` answers a Worker that threw.
   const inFlight = new Set();
-  const server = createServer({ maxHeaderSize: CLOUDFLARE_REQUEST_HEADER_LIMIT }, async (req, res) => {
+  const dispatch = async (req, reply, fail) => {
     const { ctx, pending } = makeContext();
     try {
-      const response = await handle(toWebRequest(req, options.host, options.port), ctx, env);
-      await sendWebResponse(res, response);
+      await reply(await handle(toWebRequest(req, options.host, options.port), ctx, env));
     } catch (error) {
       const requestId = randomUUID();
       log(`unhandled error (request ${requestId}) ${req.method} ${req.url}\n${describeError(error)}`);
-      sendInternalError(res, requestId);
+      fail(requestId);
     }
     const background = Promise.allSettled(pending);
     inFlight.add(background);
@@ -189,6 +302,17 @@ async function main() {
       if (outcome.status === "rejected") log(`waitUntil task failed: ${describeError(outcome.reason)}`);
     }
     inFlight.delete(background);
+  };
+  const server = createServer({ maxHeaderSize: CLOUDFLARE_REQUEST_HEADER_LIMIT }, (req, res) =>
+    dispatch(req, (response) => sendWebResponse(res, response), (requestId) => sendInternalError(res, requestId)));
+  server.on("upgrade", (req, socket, head) => {
+    socket.on("error", () => socket.destroy());
+    dispatch(req, (response) => sendUpgradeResponse(socket, head, response), (requestId) => {
+      if (socket.bytesWritten > 0) return socket.destroy();
+      const body = JSON.stringify({ error: "internal_error", request_id: requestId });
+      const headers = new Headers({ "content-type": "application/json", "x-request-id": requestId, connection: "close" });
+      socket.end(headerBlock("HTTP/1.1 500 Internal Server Error", headers) + body);
+    });
   });
   server.listen(options.port, options.host, () => {
     const { port } = server.address();
