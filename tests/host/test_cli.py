@@ -132,7 +132,7 @@ def test_explain_no_token_no_route_and_ambiguous():
     code, out, _ = run("explain", "--policies", str(POLICIES), "https://h/nowhere")
     assert code == 0 and "default deny" in out and "reason    no_route" in out and "rule      -" in out
     code, out, _ = run("explain", "--policies", str(POLICIES), "https://h/api/%2e%2e/admin")
-    assert code == 0 and "refused: dot segment" in out and "reason    ambiguous_path" in out
+    assert code == 0 and "refused   400 ambiguous_path: dot segment" in out and "reason    ambiguous_path" in out
 
 
 def test_explain_overage_reason():
@@ -157,9 +157,116 @@ def test_explain_usage_errors(extra):
     assert code == 2 and err.startswith("error: ")
 
 
-def test_explain_bad_url():
-    code, _, err = run("explain", "--policies", str(POLICIES), "/api/items")
-    assert code == 2 and "not an http(s) URL" in err
+@pytest.mark.parametrize("url", ["/api/items", "ftp://h/api/items", "h/api", "https:///api", "https://"])
+def test_explain_bad_url(url):
+    code, out, err = run("explain", "--policies", str(POLICIES), url)
+    assert code == 2 and err.startswith("error: ") and ("not an http(s) URL" in err or "no host" in err)
+    assert out == ""
+
+
+# The CLI must decide exactly as the gateway: same refusals, same own endpoints, same hosts.
+
+
+class FailingHttp:
+    async def get_json(self, url, timeout):
+        from entragate.keys import KeyFetchError
+
+        raise KeyFetchError("offline")
+
+
+def gateway_answer(url, method="GET", policies=POLICIES):
+    import asyncio
+
+    from entragate_tools.compiler import compile_policies
+    from entragate_tools.host_crypto import HostVerifier
+
+    from entragate.config import Config
+    from entragate.gateway import IncomingRequest, assemble
+    from entragate.policy import Policy
+
+    policy = Policy.from_json(json.loads(compile_policies(policies).json_text))
+    env = {"ORIGIN_URL": "https://origin.example", "ENTRA_TENANT_ID": "organizations",
+           "ENTRA_ALLOWED_TENANTS": "*", "ENTRA_AUDIENCES": "api://a"}
+    gateway = assemble(Config.from_env(env.get), policy, http=FailingHttp(), store=None,
+                       verifier=HostVerifier(), clock=lambda: 0, log=lambda m: None)
+    request = IncomingRequest(method=method, url=url, request_id="r", header_names=())
+    return asyncio.run(gateway.handle(request, lambda c: c.close()))
+
+
+def explained(out: str) -> dict:
+    return {line[:10].strip(): line[10:] for line in out.splitlines() if line[:10].strip()}
+
+
+@pytest.mark.parametrize("url, detail", [
+    ("https://app.example.net../healthz", "host has an empty label"),
+    ("https://.app.example.net/healthz", "host has an empty label"),
+    ("https://eu..example.com/reports/q1", "host has an empty label"),
+    ("https://app.example.net/api/%2e%2e/admin", "dot segment"),
+    ("https://app.example.net//healthz", "empty path segment"),
+])
+def test_explain_refuses_what_the_gateway_refuses(url, detail):
+    from entragate.denials import Answer
+
+    answer = gateway_answer(url)
+    assert isinstance(answer, Answer) and answer.status == 400
+    code, out, _ = run("explain", "--policies", str(POLICIES), url)
+    lines = explained(out)
+    assert code == 0 and lines["refused"].startswith(f"400 {answer.code}: {detail}")
+    assert (lines["decision"], lines["reason"], lines["rule"]) == ("DENY", answer.code, "-")
+    assert "route" not in lines  # refused before any policy: no route is looked at
+
+
+@pytest.mark.parametrize("path, endpoint", [
+    ("/.well-known/entragate/health", "health"),
+    ("/.well-known/entragate/health?verbose=1", "health"),
+    ("/.well-known/entragate/jwks.json", "jwks"),
+])
+@pytest.mark.parametrize("method", ["GET", "POST"])
+def test_explain_reports_the_gateways_own_endpoints(path, endpoint, method):
+    from entragate.denials import Answer
+
+    url = "https://app.example.net" + path
+    answer = gateway_answer(url, method)
+    assert isinstance(answer, Answer) and answer.code == endpoint  # answered before any policy
+    code, out, _ = run("explain", "--policies", str(POLICIES), "-X", method, url,
+                       "--claims", json.dumps(ADMIN_CLAIMS))
+    lines = explained(out)
+    assert code == 0 and lines["endpoint"].startswith(f"{endpoint}: ")
+    assert "before any policy" in lines["decision"] and "not a policy decision" in lines["decision"]
+    assert not {"route", "reason", "rule"} & set(lines) and "ALLOW" not in out and "DENY" not in out
+
+
+def test_explain_an_ipv6_host_keeps_its_brackets(tmp_path):
+    (tmp_path / "v6.toml").write_text(textwrap.dedent("""
+        [[routes]]
+        name = "v6-deny"
+        hosts = ["[::1]"]
+        paths = ["/**"]
+        deny = { kind = "user" }
+        allow = { kind = "app" }
+
+        [[routes]]
+        name = "any-open"
+        paths = ["/**"]
+        public = true
+    """))
+    url = "http://[::1]:8787/api/x"
+    answer = gateway_answer(url, policies=tmp_path)
+    assert (answer.code, answer.rule) == ("missing_token", "v6-deny")
+    code, out, _ = run("explain", "--policies", str(tmp_path), url)
+    lines = explained(out)
+    assert code == 0 and lines["host"] == "[::1]" and lines["route"].startswith("v6-deny ")
+    assert (lines["decision"], lines["reason"], lines["rule"]) == ("DENY", "token_required", "v6-deny")
+
+
+@pytest.mark.parametrize("url, sent", [
+    ("https://app.example.net", "https://app.example.net/"),
+    ("HTTPS://app.example.net?x=1", "https://app.example.net/?x=1"),
+    ("https://app.example.net/healthz#top", "https://app.example.net/healthz"),
+])
+def test_explain_decides_on_what_a_client_sends(url, sent):
+    code, out, _ = run("explain", "--policies", str(POLICIES), url)
+    assert code == 0 and explained(out)["request"] == f"GET {sent}"
 
 
 # ---------------------------------------------------------------- test
@@ -220,6 +327,83 @@ def test_test_invalid_test_file(policies):
     (policies / "tests" / "broken.toml").write_text('[[cases]]\nname = "x"\nmethod = "GET"\nurl = "https://h/"\nexpect = "maybe"\n')
     code, out, err = run("test", "--policies", str(policies))
     assert code == 1 and "broken.toml" in err and "expect" in err
+
+
+def test_test_cases_before_any_policy(policies):
+    (policies / "tests" / "before.toml").write_text(textwrap.dedent("""
+        [[cases]]
+        name = "health is the gateway's"
+        method = "GET"
+        url = "https://h/.well-known/entragate/health"
+        expect = "gateway"
+
+        [[cases]]
+        name = "empty label refused"
+        method = "GET"
+        url = "https://h../healthz"
+        expect = "deny"
+        reason = "ambiguous_path"
+
+        [[cases]]
+        name = "wrongly expects a policy decision on health"
+        method = "GET"
+        url = "https://h/.well-known/entragate/health"
+        expect = "deny"
+        reason = "no_route"
+
+        [[cases]]
+        name = "wrongly expects the public route"
+        method = "GET"
+        url = "https://h../healthz"
+        expect = "allow"
+        rule = "healthz"
+    """))
+    code, out, _ = run("test", "--policies", str(policies))
+    assert code == 1 and out.strip().splitlines()[-1].endswith(" passed, 2 failed")
+    assert "expected deny, got gateway; expected reason no_route, got none" in out
+    assert "[the gateway answers this path itself (health), before any policy]" in out
+    assert "expected allow, got deny; expected rule healthz, got none" in out
+    assert "(ambiguous_path: host has an empty label)" in out
+
+
+def test_test_gateway_expectation_takes_no_reason(policies):
+    (policies / "tests" / "broken.toml").write_text(
+        '[[cases]]\nname = "x"\nmethod = "GET"\nurl = "https://h/.well-known/entragate/health"\n'
+        'expect = "gateway"\nreason = "public"\n'
+    )
+    code, _, err = run("test", "--policies", str(policies))
+    assert code == 1 and "broken.toml" in err and "takes no reason or rule" in err
+
+
+NOT_UTF8 = b'[[cases]]\nname = "caf\xe9"\n'  # Latin-1, as some editors save
+
+
+def test_test_file_that_is_not_utf8(policies):
+    (policies / "tests" / "latin1.toml").write_bytes(NOT_UTF8)
+    code, out, err = run("test", "--policies", str(policies))
+    assert code == 1
+    assert f"{policies / 'tests' / 'latin1.toml'}: error: cannot read: not UTF-8 text (byte 0xe9 on line 2)" in err
+    assert out.strip().splitlines()[-1].endswith(" passed, 0 failed")  # the other files still ran
+    result = run_module("test", "--policies", str(policies))
+    assert result.returncode == 1 and "latin1.toml" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("command", ["check", "compile", "explain", "test"])
+def test_policy_file_that_is_not_utf8(policies, tmp_path, command):
+    (policies / "latin1.toml").write_bytes(b'# caf\xe9\n[[routes]]\npaths = ["/x"]\npublic = true\n')
+    out_file = tmp_path / "compiled.py"
+    extra = {"compile": ["--out", str(out_file)], "explain": ["https://h/x"]}.get(command, [])
+    result = run_module(command, "--policies", str(policies), *extra)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "latin1.toml: error: cannot read: not UTF-8 text (byte 0xe9 on line 1)" in result.stderr
+    assert "1 error in" in result.stderr and not out_file.exists()
+
+
+def test_claims_file_that_is_not_utf8(tmp_path):
+    claims = tmp_path / "claims.json"
+    claims.write_bytes(b'{"name": "caf\xe9"}')
+    code, _, err = run("explain", "--policies", str(POLICIES), "https://h/api", "--claims", f"@{claims}")
+    assert code == 2 and err.startswith(f"error: cannot read claims file {claims}: not UTF-8 text")
 
 
 def test_test_without_cases(tmp_path):

@@ -7,16 +7,16 @@ Exit codes: 0 ok, 1 policy error or failing test, 2 usage error (bad arguments o
 import argparse
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from entragate.claims import identity_from_claims
 from entragate.errors import AmbiguousPath, InvalidToken
 from entragate.identity import Identity
-from entragate.paths import canonical_host, canonical_path
-from entragate.policy import Decision
+from entragate.policy import Decision, Route
+from entragate.target import Target, request_target, split_url
 
-from .compiler import Compiled, PolicyError, compile_policies, module_text
+from .compiler import Compiled, PolicyError, compile_policies, module_text, unreadable
 from .schema import policy_json_schema, tests_json_schema
 
 OK, FAILED, USAGE = 0, 1, 2
@@ -46,24 +46,57 @@ def _compile(args, err) -> Compiled | None:
     return compiled
 
 
-def split_url(url: str) -> tuple:
-    """-> (host as sent, raw path). The raw path is kept percent-encoded, as the Worker sees it."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
+def request_url(url: str) -> str:
+    """`url` as the gateway's `request.url` carries it when a client requests it: no fragment
+    (clients never send one), and `/` for an empty path. Reading the host and path from it is
+    left to `entragate.target.request_target`, exactly as in the gateway."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme.lower() not in ("http", "https"):
         raise UsageError(f"not an http(s) URL: {url!r}")
-    host = parts.netloc.rpartition("@")[2]
-    return host, parts.path or "/"
+    rest = rest.partition("#")[0]
+    cut = next((i for i, c in enumerate(rest) if c in "/?"), len(rest))
+    if cut == 0:
+        raise UsageError(f"no host in URL: {url!r}")
+    if not rest.startswith("/", cut):  # https://h or https://h?q: the client asks for /
+        rest = rest[:cut] + "/" + rest[cut:]
+    return f"{scheme.lower()}://{rest}"
 
 
-def run_request(policy, method: str, url: str, identity: Identity | None):
-    """The gateway's decision steps: canonical path, match, decide. -> (decision, route, path, detail)."""
-    host, raw_path = split_url(url)
+GATEWAY_ENDPOINTS = {
+    "health": "readiness (200 ready, 503 while an issuer's signing keys cannot be loaded)",
+    "jwks": "the public keys of the identity assertion",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What the gateway does with a request, up to checking its token (the same code runs)."""
+
+    url: str  # as the gateway receives it
+    target: Target | None  # None: refused before any policy (`refusal`)
+    decision: Decision | None  # None: one of the gateway's own endpoints (`target.endpoint`)
+    route: Route | None = None
+    refusal: AmbiguousPath | None = None
+
+    @property
+    def verdict(self) -> str:
+        if self.decision is None:
+            return "gateway"
+        return "allow" if self.decision.allowed else "deny"
+
+
+def run_request(policy, method: str, url: str, identity: Identity | None) -> Outcome:
+    """The gateway's steps (`Gateway._decide`): read the target (or refuse it with 400), answer
+    its own endpoints before any policy, else match and decide."""
+    url = request_url(url)
     try:
-        path = canonical_path(raw_path)
+        target = request_target(url)
     except AmbiguousPath as exc:
-        return Decision(False, "ambiguous_path", None), None, None, exc.detail
-    route = policy.match(method, host, path)
-    return policy.decide(method, host, path, identity), route, path, ""
+        return Outcome(url, None, Decision(False, exc.code, None), refusal=exc)
+    if target.endpoint is not None:
+        return Outcome(url, target, None)
+    route = policy.match(method, target.host, target.path)
+    return Outcome(url, target, policy.decide(method, target.host, target.path, identity), route)
 
 
 def _load_claims(value: str) -> dict:
@@ -71,8 +104,8 @@ def _load_claims(value: str) -> dict:
     if value.startswith("@"):
         try:
             text = Path(value[1:]).read_text(encoding="utf-8")
-        except OSError as exc:
-            raise UsageError(f"cannot read claims file: {exc}") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UsageError(f"cannot read claims file {value[1:]}: {unreadable(exc)}") from None
     try:
         claims = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -180,23 +213,35 @@ def cmd_explain(args, out, err) -> int:
             identity = identity_from_claims(claims)
         except InvalidToken as exc:
             raise UsageError(f"claims are not a valid Entra token payload: {exc.detail}") from None
-    host, raw_path = split_url(args.url)
+    request_url(args.url)  # a usage error before compiling
     method = args.method.upper()
     compiled = _compile(args, err)
     if compiled is None:
         return FAILED
     names = compiled.alias_names()
-    decision, route, path, detail = run_request(compiled.policy, method, args.url, identity)
+    outcome = run_request(compiled.policy, method, args.url, identity)
     print(f"policy    {args.policies} (version {compiled.version})", file=out)
-    print(f"request   {method} {args.url}", file=out)
-    print(f"host      {canonical_host(host)}", file=out)
-    if path is None:
-        print(f"path      {raw_path} refused: {detail} (400)", file=out)
+    print(f"request   {method} {outcome.url}", file=out)
+    target = outcome.target
+    if target is None:
+        host, path_and_query = split_url(outcome.url)
+        print(f"host      {host}", file=out)
+        print(f"path      {path_and_query.partition('?')[0]}", file=out)
+        print(f"refused   {outcome.refusal.status} {outcome.refusal.code}: {outcome.refusal.detail}; the gateway refuses "
+              "the request before any policy", file=out)
     else:
-        print(f"path      {path}  (decoded, as matched)", file=out)
+        print(f"host      {target.host}", file=out)
+        if target.endpoint is not None:
+            print(f"path      {target.path_and_query.partition('?')[0]}", file=out)
+            print(f"endpoint  {target.endpoint}: {GATEWAY_ENDPOINTS[target.endpoint]}", file=out)
+            print("decision  none: the gateway answers this path itself, for any method and with or "
+                  "without a token, before any policy (not a policy decision)", file=out)
+            return OK
+        print(f"path      {target.path}  (decoded, as matched)", file=out)
     print(f"identity  {_describe_identity(identity, names) if identity else 'none (no token)'}", file=out)
+    route = outcome.route
     if route is None:
-        if path is not None:
+        if target is not None:
             print("route     none matches: default deny", file=out)
     else:
         specs = "; ".join(
@@ -210,8 +255,8 @@ def cmd_explain(args, out, err) -> int:
             print(f"  deny    {render_condition(item['deny'], names)}", file=out)
         if item["allow"] is not None:
             print(f"  allow   {render_condition(item['allow'], names)}", file=out)
-    verdict = "ALLOW" if decision.allowed else "DENY"
-    print(f"decision  {verdict}", file=out)
+    decision = outcome.decision
+    print(f"decision  {'ALLOW' if decision.allowed else 'DENY'}", file=out)
     print(f"reason    {decision.reason}", file=out)
     print(f"rule      {decision.rule or '-'}", file=out)
     return OK
@@ -236,7 +281,12 @@ def cmd_test(args, out, err) -> int:
     passed = failed = 0
     broken = False
     for path in files:
-        text = path.read_text(encoding="utf-8")
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            print(f"{path}: error: cannot read: {unreadable(exc)}", file=err)
+            broken = True
+            continue
         try:
             raw = tomllib.loads(text)
             suite = TestFile.model_validate(raw)
@@ -275,19 +325,26 @@ def _run_case(compiled: Compiled, suite, case) -> str | None:
             identity = identity_from_claims(claims)
         except InvalidToken as exc:
             return f"claims are not a valid token payload: {exc.detail}"
-    decision, _route, _path, detail = run_request(compiled.policy, case.method, case.url, identity)
-    got = "allow" if decision.allowed else "deny"
+    try:
+        outcome = run_request(compiled.policy, case.method, case.url, identity)
+    except UsageError as exc:
+        return str(exc)
+    got, decision = outcome.verdict, outcome.decision
     wrong = []
     if got != case.expect:
         wrong.append(f"expected {case.expect}, got {got}")
-    if case.reason is not None and decision.reason != case.reason:
-        wrong.append(f"expected reason {case.reason}, got {decision.reason}")
-    if case.rule is not None and decision.rule != case.rule:
-        wrong.append(f"expected rule {case.rule}, got {decision.rule or 'none'}")
+    if case.reason is not None and (decision is None or decision.reason != case.reason):
+        wrong.append(f"expected reason {case.reason}, got {decision.reason if decision else 'none'}")
+    if case.rule is not None and (decision is None or decision.rule != case.rule):
+        wrong.append(f"expected rule {case.rule}, got {(decision.rule if decision else None) or 'none'}")
     if not wrong:
         return None
-    extra = f": {detail}" if detail else ""
-    return "; ".join(wrong) + f"  [decision: {got} ({decision.reason}{extra}), rule {decision.rule or 'none'}]"
+    if decision is None:
+        shown = f"the gateway answers this path itself ({outcome.target.endpoint}), before any policy"
+    else:
+        extra = f": {outcome.refusal.detail}" if outcome.refusal else ""
+        shown = f"decision: {got} ({decision.reason}{extra}), rule {decision.rule or 'none'}"
+    return "; ".join(wrong) + f"  [{shown}]"
 
 
 def _schema_for_editors(schema: dict) -> dict:
@@ -391,7 +448,9 @@ def build_parser() -> argparse.ArgumentParser:
             "Run one request through the compiled policy and print the route it matches, the"
             " decision, the reason code and the rule. Identity from --claims (JSON, or @file) or"
             " --token (a JWT decoded WITHOUT signature verification, for explanation only);"
-            " neither means a request without a token.\n\n"
+            " neither means a request without a token. The host and path are read as the gateway"
+            " reads them: a URL it refuses before any policy (ambiguous path or host) is shown as"
+            " its 400 refusal, and its own endpoints (health, jwks) as answered by the gateway.\n\n"
             "example: explain --method POST https://app.example.com/api/items --claims @alice.json")
     p.add_argument("url", help="full request URL, e.g. https://api.example.com/api/items")
     p.add_argument("--method", "-X", default="GET", help="HTTP method (default GET)")
@@ -400,7 +459,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_explain)
 
     p = add("test", "run the policy test cases",
-            "Run every case in the test files: identity (claims) + request -> expected allow/deny,"
+            "Run every case in the test files: identity (claims) + request -> expected allow/deny"
+            " (or gateway: one of the gateway's own endpoints),"
             " optionally the reason code and rule. Prints each failure and a summary line"
             " 'N passed, M failed'. Exit 1 on any failure.")
     p.add_argument("--tests", metavar="DIR", help="test directory (default: <policies>/tests)")

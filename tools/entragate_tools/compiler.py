@@ -234,6 +234,15 @@ def _label(path: Path) -> str:
         return str(path)
 
 
+def unreadable(exc: OSError | UnicodeDecodeError) -> str:
+    """Why a file could not be read, for a one-line diagnostic."""
+    if isinstance(exc, UnicodeDecodeError):
+        line = exc.object.count(b"\n", 0, exc.start) + 1
+        return (f"not UTF-8 text (byte 0x{exc.object[exc.start]:02x} on line {line}); "
+                "save the file as UTF-8")
+    return exc.strerror or str(exc)
+
+
 def policy_files(directory: Path) -> list:
     return sorted(p for p in Path(directory).glob("*.toml") if p.is_file())
 
@@ -245,7 +254,7 @@ def load_files(paths: list, errors: list) -> list:
         try:
             text = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
-            errors.append(Diagnostic("error", label, "", f"cannot read: {exc}"))
+            errors.append(Diagnostic("error", label, "", f"cannot read: {unreadable(exc)}"))
             continue
         try:
             raw = tomllib.loads(text)

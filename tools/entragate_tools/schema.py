@@ -240,7 +240,11 @@ class TestCase(BaseModel):
     url: Annotated[str, Field(pattern=r"^https?://")]
     identity: str | None = Field(None, description="Name of an entry in [identities]; omitted: no token.")
     claims: dict[str, Any] | None = Field(None, description="Token claims inline (instead of identity).")
-    expect: Literal["allow", "deny"]
+    expect: Literal["allow", "deny", "gateway"] = Field(
+        description="allow or deny (a request refused before matching, e.g. an ambiguous path or "
+        "host, is deny with reason ambiguous_path); gateway: one of the gateway's own endpoints "
+        "(health, jwks), answered before any policy."
+    )
     reason: Literal[REASONS] | None = None  # type: ignore[valid-type]
     rule: str | None = None
 
@@ -248,6 +252,8 @@ class TestCase(BaseModel):
     def _one_identity(self) -> "TestCase":
         if self.identity is not None and self.claims is not None:
             raise ValueError("give `identity` or `claims`, not both")
+        if self.expect == "gateway" and (self.reason is not None or self.rule is not None):
+            raise ValueError('expect = "gateway" takes no reason or rule: no policy decides it')
         return self
 
 
