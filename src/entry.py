@@ -8,12 +8,10 @@ from workers import Response, WorkerEntrypoint
 
 import platform_io
 from compiled_policy import POLICY_JSON
-from entragate.audit import audit_line
 from entragate.config import Config, ConfigError
-from entragate.denials import Answer, deny
-from entragate.gateway import Forward, Gateway, IncomingRequest, assemble
+from entragate.denials import Answer
+from entragate.gateway import Forward, Gateway, IncomingRequest, assemble, decision_audit_line, misconfigured
 from entragate.policy import Policy
-from entragate.target import split_url
 from entragate.upstream import referenced_groups
 
 KV_BINDING = "JWKS_CACHE"
@@ -52,14 +50,6 @@ class Default(WorkerEntrypoint):
         started = platform_io.clock()
         js_request = request.js_object
         request_id = platform_io.header(js_request, "cf-ray") or str(js.crypto.randomUUID())
-        if _gateway is None:
-            try:
-                _gateway = build_gateway(self.env)
-            except ConfigError as error:
-                platform_io.log(f"entragate is misconfigured: {error}")
-                platform_io.emit(misconfigured_audit_line(js_request, request_id, started))
-                return _response(deny(500, "gateway_misconfigured", "the gateway is misconfigured", request_id))
-
         incoming = IncomingRequest(
             method=js_request.method,
             url=js_request.url,
@@ -69,6 +59,16 @@ class Default(WorkerEntrypoint):
             accept=platform_io.header(js_request, "accept"),
             content_type=platform_io.header(js_request, "content-type"),
         )
+        if _gateway is None:
+            try:
+                _gateway = build_gateway(self.env)
+            except ConfigError as error:
+                platform_io.log(f"entragate is misconfigured: {error}")
+                answer = misconfigured(incoming)
+                latency_ms = (platform_io.clock() - started) * 1000
+                platform_io.emit(decision_audit_line(incoming, answer, answer.status, latency_ms, platform_io.clock()))
+                return _response(answer)
+
         result = await _gateway.handle(incoming, platform_io.deferrer(self.ctx))
         failure = None
         if isinstance(result, Forward):
@@ -89,12 +89,3 @@ class Default(WorkerEntrypoint):
         if line:
             platform_io.emit(line)
         return response
-
-
-def misconfigured_audit_line(js_request, request_id: str, started: float) -> str:
-    host, path_and_query = split_url(js_request.url)
-    return audit_line(
-        now=platform_io.clock(), request_id=request_id, method=js_request.method, host=host,
-        path=path_and_query.partition("?")[0], rule=None, allowed=False, reason="gateway_misconfigured",
-        status=500, identity=None, latency_ms=(platform_io.clock() - started) * 1000,
-    )

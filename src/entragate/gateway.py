@@ -172,17 +172,28 @@ class Gateway:
         allowed requests that sampling leaves out). `failure`: the origin could not answer."""
         if isinstance(result, Answer) and result.code in UNAUDITED:
             return None
-        allowed = isinstance(result, Forward)
-        if allowed and failure is None and self.sample() >= self.config.audit_allow_sample_rate:
+        if isinstance(result, Forward) and failure is None and self.sample() >= self.config.audit_allow_sample_rate:
             return None
-        answer = failure or (None if allowed else result)  # what the client was told, if not the origin's answer
-        host, path_and_query = split_url(request.url)
-        return audit_line(
-            now=self.clock(), request_id=request.request_id, method=request.method, host=host,
-            path=path_and_query.partition("?")[0], rule=result.rule, allowed=allowed,
-            reason=answer.code if answer else result.reason, status=status, identity=result.identity,
-            latency_ms=latency_ms, grpc_status=answer.grpc_status if answer else None,
-        )
+        return decision_audit_line(request, result, status, latency_ms, self.clock(), failure)
+
+
+def decision_audit_line(request: IncomingRequest, result: Forward | Answer, status: int, latency_ms: float,
+                        now: float, failure: Answer | None = None) -> str:
+    allowed = isinstance(result, Forward)
+    answer = failure or (None if allowed else result)  # what the client was told, if not the origin's answer
+    host, path_and_query = split_url(request.url)
+    return audit_line(
+        now=now, request_id=request.request_id, method=request.method, host=host,
+        path=path_and_query.partition("?")[0], rule=result.rule, allowed=allowed,
+        reason=answer.code if answer else result.reason, status=status, identity=result.identity,
+        latency_ms=latency_ms, grpc_status=answer.grpc_status if answer else None,
+    )
+
+
+def misconfigured(request: IncomingRequest) -> Answer:
+    """The answer while the gateway cannot be built from its configuration: refuse everything."""
+    kind = client_kind(request.accept, request.content_type)
+    return deny(500, "gateway_misconfigured", "the gateway is misconfigured", request.request_id, kind)
 
 
 def discovery_url(config: Config, version: str) -> str:

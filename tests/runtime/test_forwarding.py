@@ -6,6 +6,7 @@ import hashlib
 import http.client
 import json
 import os
+import re
 import time
 from urllib.parse import unquote, urlsplit
 
@@ -20,6 +21,12 @@ pytestmark = pytest.mark.skipif(environment_ok() is not None, reason=str(environ
 
 API_WRITERS = "22222222-2222-4222-8222-222222222222"  # alias api-writers in policies/gateway.toml
 PREFIX = "x-entragate-"
+# Every identity header the gateway itself may send (src/entragate/upstream.py).
+OUR_HEADERS = {PREFIX + name for name in (
+    "user-oid", "tenant-id", "subject", "name", "username", "client-id", "token-kind", "groups",
+    "groups-overage", "roles", "scopes", "rule", "request-id", "assertion",
+)}
+UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 
 @pytest.fixture(scope="module")
@@ -37,10 +44,12 @@ def echoed_headers(body: bytes) -> dict:
 
 
 def raw_request(stack, method, path, headers, body=None):
-    """http.client keeps header names and duplicates exactly as given."""
+    """http.client keeps header names and duplicates exactly as given (a Host among them
+    replaces the one http.client would add)."""
     url = urlsplit(stack.url)
     connection = http.client.HTTPConnection(url.hostname, url.port, timeout=60)
-    connection.putrequest(method, path, skip_accept_encoding=True)
+    own_host = any(name.lower() == "host" for name, _ in headers)
+    connection.putrequest(method, path, skip_host=own_host, skip_accept_encoding=True)
     for name, value in headers:
         connection.putheader(name, value)
     if body is not None:
@@ -53,21 +62,31 @@ def raw_request(stack, method, path, headers, body=None):
 
 
 def audit_lines(stack):
-    lines = []
-    for line in stack.runner.stdout.splitlines():
-        if line.startswith("{") and '"decision"' in line:
-            lines.append(json.loads(line))
-    return lines
+    return stack.runner.audit_lines()
 
 
 def audit_for(stack, request_id, timeout=5.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for line in audit_lines(stack):
-            if line["request_id"] == request_id:
-                return line
-        time.sleep(0.05)
-    raise AssertionError(f"no audit line for {request_id}")
+    """The one audit line for the request (none, or two, fails)."""
+    return stack.runner.audit_line(request_id, timeout)
+
+
+def who(tenant, kind):
+    """The identity fields of an audit line for a token of `kind` minted by `tenant`."""
+    if kind is None:
+        return {"oid": None, "tid": None, "client_id": None, "token_kind": None}
+    oid = tenant.user_oid if kind == "user" else tenant.service_principal_oid
+    return {"oid": oid, "tid": tenant.tenant_id, "client_id": tenant.client_app_id, "token_kind": kind}
+
+
+def assert_audited(stack, request_id, *, path, rule, decision, reason, status, kind, method="GET", **extra):
+    line = audit_for(stack, request_id)
+    expected = {"request_id": request_id, "method": method, "host": "127.0.0.1", "path": path, "rule": rule,
+                "decision": decision, "reason": reason, "status": status, **who(stack.tenant, kind), **extra}
+    assert {name: line.get(name, "<missing>") for name in expected} == expected
+    assert line["latency_ms"] >= 0 and line["time"].endswith("Z")
+    if "grpc_status" not in extra:
+        assert "grpc_status" not in line
+    return line
 
 
 def test_identity_headers_reach_the_origin(stack):
@@ -88,7 +107,8 @@ def test_identity_headers_reach_the_origin(stack):
     # Only groups the policy names are forwarded.
     assert seen[PREFIX + "groups"] == [API_WRITERS]
     assert seen[PREFIX + "rule"] == ["api-read"]
-    assert seen[PREFIX + "request-id"] == [headers["x-request-id"] or seen[PREFIX + "request-id"][0]]
+    assert UUID.match(headers["x-request-id"] or "")
+    assert seen[PREFIX + "request-id"] == [headers["x-request-id"]]
     assert "authorization" not in seen, "the bearer token is not passed on by default"
 
 
@@ -104,15 +124,47 @@ def test_client_sent_identity_headers_are_stripped_in_every_spelling(stack):
         ("X-Auth-Request-Email", "attacker@example.com"),
         ("X-MS-CLIENT-PRINCIPAL-NAME", "attacker"),
         ("Remote-User", "attacker"),
+        # Any run of non-alphanumerics is a separator (lighttpd's CGI maps each to "_").
+        ("X-Entragate.User-Oid", "attacker-dot"),
+        ("X~Entragate~Groups", "attacker-tilde"),
+        ("X-Entragate", "attacker-bare-prefix"),
+        ("X--Entragate--Name", "attacker-double-dash"),
     ]
-    status, _, body = raw_request(stack, "GET", "/api/me", [("Authorization", f"Bearer {token}"), *spoofed])
+    # Controls: the same odd spellings outside the prefix do reach the origin, so the ones
+    # above were stripped by the gateway, not dropped on the way.
+    controls = [("X.Note-Dot", "control-dot"), ("X~Note~Tilde", "control-tilde"), ("X--Note--Dash", "control-dash")]
+    status, headers, body = raw_request(stack, "GET", "/api/me",
+                                        [("Authorization", f"Bearer {token}"), *spoofed, *controls])
     assert status == 200
     seen = echoed_headers(body)
+    for name, value in controls:
+        assert seen.get(name.lower()) == [value], name
+    # Ours arrived, with the gateway's values...
     assert seen[PREFIX + "user-oid"] == [stack.tenant.user_oid]
+    assert seen[PREFIX + "tenant-id"] == [stack.tenant.tenant_id]
+    assert seen[PREFIX + "rule"] == ["api-read"] and seen[PREFIX + "token-kind"] == ["user"]
+    assert seen[PREFIX + "request-id"] == [headers["x-request-id"]]
+    assert len(seen[PREFIX + "assertion"]) == 1
+    # ...and nothing the client sent under any spelling of the prefix did.
     assert "attacker" not in json.dumps(seen) and "forged" not in json.dumps(seen)
     assert PREFIX + "roles" not in seen and PREFIX + "groups" not in seen
     for name, _ in spoofed:
-        assert name.lower() not in seen or name.lower().startswith(PREFIX)
+        assert name.lower() not in seen or name.lower() in OUR_HEADERS, name
+    prefixed = {name for name in seen if re.sub(r"[^a-z0-9]+", "-", name).startswith("x-entragate")}
+    assert prefixed <= OUR_HEADERS, prefixed - OUR_HEADERS
+    assert all(len(seen[name]) == 1 for name in prefixed)
+
+
+def test_the_origin_is_addressed_by_its_own_host_never_the_clients(stack):
+    token = stack.tenant.mint()
+    status, _, body = raw_request(stack, "GET", "/api/host-check", [("Host", "client-chosen.example:8443"),
+                                                                      ("Authorization", f"Bearer {token}")])
+    assert status == 200
+    seen = echoed_headers(body)
+    assert seen["host"] == [urlsplit(stack.origin.url).netloc]
+    # The gateway did see (and decide on) the client's Host.
+    assert audit_for(stack, seen[PREFIX + "request-id"][0])["host"] == "client-chosen.example"
+    assert "client-chosen" not in json.dumps(seen)
 
 
 def test_spoofed_headers_are_stripped_on_public_routes_too(stack):
@@ -168,15 +220,31 @@ def test_grpc_methods_are_routed_and_refused_in_grpc_terms(stack):
     grpc = {"content-type": "application/grpc+proto", "te": "trailers"}
     frame = b"\0\0\0\0\0"  # an empty length-prefixed message
     user = stack.tenant.mint()
-    status, headers, body = stack.request("POST", "/shop.v1.Orders/GetOrder", headers=grpc, body=frame)
-    assert status == 200 and body == b""
-    assert headers["grpc-status"] == "16" and "missing_token" in unquote(headers["grpc-message"])
-    status, headers, body = stack.request("POST", "/shop.v1.Orders/CancelOrder", headers=grpc, body=frame, token=user)
-    assert status == 200 and body == b"" and headers["grpc-status"] == "7"
-    status, _, body = stack.request("POST", "/shop.v1.Orders/GetOrder", headers=grpc, body=frame, token=user)
+    refusals = [
+        # no token on a route that needs one: 16 UNAUTHENTICATED, named after the route
+        ("/shop.v1.Orders/GetOrder", None, "16", "missing_token", "orders-grpc-read", None),
+        # a user token where the route wants the operations app: 7 PERMISSION_DENIED
+        ("/shop.v1.Orders/CancelOrder", user, "7", "condition_not_met", "orders-grpc-ops", "user"),
+    ]
+    before = len(stack.origin.requests)
+    for path, token, grpc_status, reason, rule, kind in refusals:
+        status, headers, body = stack.request("POST", path, headers=grpc, body=frame, token=token)
+        request_id = headers["x-request-id"]
+        assert status == 200 and body == b"", (path, status)  # trailers-only
+        assert headers["content-type"] == "application/grpc"
+        assert headers["grpc-status"] == grpc_status
+        message = unquote(headers["grpc-message"])
+        assert reason in message and request_id in message, message
+        assert_audited(stack, request_id, method="POST", path=path, rule=rule, decision="deny", reason=reason,
+                       status=200, kind=kind, grpc_status=int(grpc_status))
+    assert len(stack.origin.requests) == before, "a refused call never reaches the origin"
+
+    status, headers, body = stack.request("POST", "/shop.v1.Orders/GetOrder", headers=grpc, body=frame, token=user)
     echo = json.loads(body)
     assert status == 200 and echo["path"] == "/shop.v1.Orders/GetOrder" and echo["body_length"] == 5
     assert echoed_headers(body)[PREFIX + "rule"] == ["orders-grpc-read"]
+    assert_audited(stack, headers["x-request-id"], method="POST", path="/shop.v1.Orders/GetOrder",
+                   rule="orders-grpc-read", decision="allow", reason="allowed", status=200, kind="user")
 
 
 def test_browsers_get_a_readable_page(stack):
@@ -210,19 +278,27 @@ def test_jwks_publishes_only_the_public_key(stack):
 
 def test_every_decision_leaves_one_audit_line_without_token_material(stack):
     token = stack.tenant.mint()
-    cases = [("GET", "/api/audit-allow", token, 200, "allow", "allowed"),
-             ("GET", "/api/audit-deny", None, 401, "deny", "missing_token"),
-             ("GET", "/admin/audit", token, 403, "deny", "condition_not_met"),
-             ("GET", "/nowhere", token, 403, "deny", "no_route"),
-             ("GET", "/api/x", token + "x", 401, "deny", "invalid_token")]
-    for method, path, bearer, status, decision, reason in cases:
-        got_status, headers, _ = stack.request(method, path + "?secret=1", token=bearer)
-        assert got_status == status
-        line = audit_for(stack, headers["x-request-id"])
-        assert (line["decision"], line["reason"], line["status"], line["path"]) == (decision, reason, status, path)
-        assert line["method"] == method and line["host"] == "127.0.0.1" and line["latency_ms"] >= 0
-        if decision == "allow" or reason == "condition_not_met":
-            assert line["oid"] == stack.tenant.user_oid and line["token_kind"] == "user"
+    app = stack.tenant.mint(kind="app")
+    cases = [
+        # method, path, bearer, status, decision, reason, rule, token kind in the line
+        ("GET", "/api/audit-allow", token, 200, "allow", "allowed", "api-read", "user"),
+        ("GET", "/healthz", None, 200, "allow", "public", "healthz", None),
+        ("GET", "/api/audit-deny", None, 401, "deny", "missing_token", "api-read", None),
+        ("GET", "/api/x", token + "x", 401, "deny", "invalid_token", "api-read", None),
+        ("GET", "/admin/audit", token, 403, "deny", "condition_not_met", "admin", "user"),
+        ("GET", "/api/audit-app", app, 403, "deny", "insufficient_scope", "api-read", "app"),
+        ("GET", "/shop.v1.Orders/GetOrder", token, 403, "deny", "method_not_allowed", "orders-grpc-read", None),
+        ("GET", "/nowhere", token, 403, "deny", "no_route", None, None),
+    ]
+    for method, path, bearer, status, decision, reason, rule, kind in cases:
+        got_status, headers, body = stack.request(method, path + "?secret=1", token=bearer)
+        assert got_status == status, (path, got_status, body)
+        request_id = headers["x-request-id"]
+        assert UUID.match(request_id or "")
+        if decision == "deny":
+            assert json.loads(body)["request_id"] == request_id
+        assert_audited(stack, request_id, method=method, path=path, rule=rule, decision=decision,
+                       reason=reason, status=status, kind=kind)
     signature = token.split(".")[2]
     for line in audit_lines(stack):
         text = json.dumps(line)
@@ -230,19 +306,26 @@ def test_every_decision_leaves_one_audit_line_without_token_material(stack):
 
 
 def test_origin_down_is_502_and_slow_origin_is_504():
+    """Origin failures: the route allowed the request, so the line is an allow with the
+    route and identity, and the reason and status the client got."""
     with Stack(ORIGIN_URL="http://127.0.0.1:9") as down:
-        status, headers, body = down.request("GET", "/api/x", token=down.tenant.mint())
+        status, headers, body = down.request("GET", "/api/x?secret=1", token=down.tenant.mint())
         assert status == 502 and json.loads(body)["error"] == "origin_unreachable"
         assert json.loads(body)["request_id"] == headers["x-request-id"]
         assert "127.0.0.1:9" not in body.decode()
-        assert audit_for(down, headers["x-request-id"])["reason"] == "origin_unreachable"
+        assert_audited(down, headers["x-request-id"], path="/api/x", rule="api-read", decision="allow",
+                       reason="origin_unreachable", status=502, kind="user")
     with Stack(ORIGIN_TIMEOUT_MS="500") as slow:
         slow.variables["ORIGIN_URL"] = slow.origin.url + "/__slow/3"
         slow.restart_runner()
         started = time.monotonic()
-        status, _, body = slow.request("GET", "/api/x", token=slow.tenant.mint())
+        status, headers, body = slow.request("GET", "/api/x?secret=1", token=slow.tenant.mint())
         assert status == 504 and json.loads(body)["error"] == "origin_timeout"
         assert time.monotonic() - started < 2.5
+        request_id = headers["x-request-id"]
+        assert UUID.match(request_id or "") and json.loads(body)["request_id"] == request_id
+        assert_audited(slow, request_id, path="/api/x", rule="api-read", decision="allow",
+                       reason="origin_timeout", status=504, kind="user")
 
 
 def test_denials_are_always_logged_and_allows_can_be_sampled_out():

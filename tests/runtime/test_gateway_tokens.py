@@ -4,6 +4,7 @@ to end, KV-backed key cache across runner starts, and fail-closed on key outages
 import base64
 import http.client
 import json
+import re
 from urllib.parse import urlsplit
 
 import pytest
@@ -45,11 +46,51 @@ def test_missing_token_is_401_with_a_bare_challenge(stack):
     status, headers, body = stack.request("GET", "/api/items")
     assert status == 401
     assert headers["WWW-Authenticate"] == 'Bearer realm="entragate"'
+    assert "error=" not in headers["WWW-Authenticate"] and len(headers.get_all("WWW-Authenticate")) == 1
     assert problem(body)["error"] == "missing_token" and problem(body)["request_id"] == headers["x-request-id"]
 
 
 def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+# RFC 6750 §3: error_description is %x20-21 / %x23-5B / %x5D-7E (no '"' or '\\').
+INVALID_TOKEN_CHALLENGE = re.compile(
+    r'Bearer realm="entragate", error="invalid_token", error_description="([\x20\x21\x23-\x5b\x5d-\x7e]+)"')
+MAX_DESCRIPTION = 100
+
+
+def _decoded_strings(token: str) -> set[str]:
+    """String values in the token's header and payload, where they decode."""
+    found = set()
+    for segment in token.split(".")[:2]:
+        try:
+            decoded = json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
+        except ValueError:
+            continue
+        if isinstance(decoded, dict):
+            for value in decoded.values():
+                for item in value if isinstance(value, list) else [value]:
+                    if isinstance(item, str):
+                        found.add(item)
+    return found
+
+
+def assert_short_description_without_the_credential(challenge: str, credential: str) -> str:
+    """The challenge names the problem in a few words and repeats nothing of the credential."""
+    match = INVALID_TOKEN_CHALLENGE.fullmatch(challenge)
+    assert match, challenge
+    description = match.group(1)
+    assert 0 < len(description) < MAX_DESCRIPTION, description
+    window = 8
+    if len(credential) <= window:
+        assert credential not in description, description
+    else:
+        for start in range(len(description) - window + 1):
+            assert description[start:start + window] not in credential, description
+    for value in _decoded_strings(credential):
+        assert len(value) < 6 or value not in description, (value, description)
+    return description
 
 
 def invalid_tokens(tenant):
@@ -80,15 +121,22 @@ def test_each_invalid_class_is_401_and_never_echoes_the_token(stack, case):
     token = invalid_tokens(stack.tenant)[case]
     status, headers, body = stack.request("GET", "/api/items", token=token)
     assert status == 401, (case, body)
-    assert headers["WWW-Authenticate"].startswith('Bearer realm="entragate", error="invalid_token"')
-    assert token[-40:] not in body.decode() and token[-40:] not in headers["WWW-Authenticate"]
+    (challenge,) = headers.get_all("WWW-Authenticate")
+    assert_short_description_without_the_credential(challenge, token)
+    assert token[-40:] not in body.decode() and token[-40:] not in challenge
     assert problem(body)["error"] in ("invalid_token", "malformed_credential")
 
 
 @pytest.mark.parametrize("authorization", ["Bearer", "Bearer ", "Basic dXNlcjpwYXNz", "Bearer a.b.c d", "bearer"])
 def test_malformed_authorization_is_401(stack, authorization):
-    status, _, _ = stack.request("GET", "/api/items", headers={"Authorization": authorization})
-    assert status == 401
+    status, headers, body = stack.request("GET", "/api/items", headers={"Authorization": authorization})
+    assert status == 401 and problem(body)["error"] == "malformed_credential"
+    (challenge,) = headers.get_all("WWW-Authenticate")
+    credential = authorization.partition(" ")[2].strip()
+    if credential:
+        assert_short_description_without_the_credential(challenge, credential)
+    else:
+        assert INVALID_TOKEN_CHALLENGE.fullmatch(challenge), challenge
 
 
 def test_scheme_is_case_insensitive(stack):
@@ -123,9 +171,23 @@ def test_key_set_is_cached_in_kv_and_reused_by_a_new_runner(tmp_path):
 def test_no_keys_at_all_is_503_never_allow():
     with Stack() as stack:
         stack.tenant.set_mode("error500", target="all")
-        status, headers, body = stack.request("GET", "/api/a", token=stack.tenant.mint())
+        status, headers, body = stack.request("GET", "/api/a?secret=1", token=stack.tenant.mint())
         assert status == 503 and problem(body)["error"] == "keys_unavailable"
+        assert problem(body)["request_id"] == headers["x-request-id"]
         assert "refresh failed" in stack.runner.stderr or "key refresh failed" in stack.runner.stderr
+        # The refusal names the route that asked for a token; no identity was established.
+        line = stack.runner.audit_line(headers["x-request-id"])
+        assert {k: line[k] for k in ("path", "rule", "decision", "reason", "status", "oid", "token_kind")} == {
+            "path": "/api/a", "rule": "api-read", "decision": "deny", "reason": "keys_unavailable",
+            "status": 503, "oid": None, "token_kind": None}
+        # A gRPC client is told 14 UNAVAILABLE, and the line says so.
+        status, headers, body = stack.request("POST", "/shop.v1.Orders/GetOrder", token=stack.tenant.mint(),
+                                              headers={"content-type": "application/grpc"}, body=b"\0\0\0\0\0")
+        assert (status, body, headers["grpc-status"]) == (200, b"", "14")
+        line = stack.runner.audit_line(headers["x-request-id"])
+        assert (line["rule"], line["reason"], line["status"], line["grpc_status"]) == (
+            "orders-grpc-read", "keys_unavailable", 200, 14)
+        assert stack.origin.requests == []
 
 
 def test_last_known_good_keys_keep_serving_when_the_tenant_goes_down():
