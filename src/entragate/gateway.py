@@ -27,7 +27,6 @@ from .tokens import TokenValidator
 from .upstream import forwarded_groups, headers_to_strip, identity_headers
 
 
-
 @dataclass(frozen=True, slots=True)
 class IncomingRequest:
     method: str
