@@ -578,7 +578,7 @@ def issuer_attacks(tid):
         f"https://login.microsoftonline.com/{tid}/v2.0?",
         f"https://login.microsoftonline.com//{tid}/v2.0",
         f"https://login.microsoftonline.com/{tid}",
-        f"https://login.microsoftonline.com/{{tenantid}}/v2.0",
+        "https://login.microsoftonline.com/{tenantid}/v2.0",
         "https://login.microsoftonline.com/common/v2.0",
         "https://login.microsoftonline.com/organizations/v2.0",
         f"https://login.microsoftonline.com/{OTHER_TENANT}/v2.0",

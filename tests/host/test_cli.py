@@ -13,6 +13,7 @@ import jwt
 import pytest
 
 from entragate_tools.cli import main
+from fixtures.host_gateway import IPV6_POLICY, gateway_answer
 
 REPO = Path(__file__).resolve().parents[2]
 POLICIES = REPO / "policies"
@@ -167,32 +168,6 @@ def test_explain_bad_url(url):
 # The CLI must decide exactly as the gateway: same refusals, same own endpoints, same hosts.
 
 
-class FailingHttp:
-    async def get_json(self, url, timeout):
-        from entragate.keys import KeyFetchError
-
-        raise KeyFetchError("offline")
-
-
-def gateway_answer(url, method="GET", policies=POLICIES):
-    import asyncio
-
-    from entragate_tools.compiler import compile_policies
-    from entragate_tools.host_crypto import HostVerifier
-
-    from entragate.config import Config
-    from entragate.gateway import IncomingRequest, assemble
-    from entragate.policy import Policy
-
-    policy = Policy.from_json(json.loads(compile_policies(policies).json_text))
-    env = {"ORIGIN_URL": "https://origin.example", "ENTRA_TENANT_ID": "organizations",
-           "ENTRA_ALLOWED_TENANTS": "*", "ENTRA_AUDIENCES": "api://a"}
-    gateway = assemble(Config.from_env(env.get), policy, http=FailingHttp(), store=None,
-                       verifier=HostVerifier(), clock=lambda: 0, log=lambda m: None)
-    request = IncomingRequest(method=method, url=url, request_id="r", header_names=())
-    return asyncio.run(gateway.handle(request, lambda c: c.close()))
-
-
 def explained(out: str) -> dict:
     return {line[:10].strip(): line[10:] for line in out.splitlines() if line[:10].strip()}
 
@@ -237,19 +212,7 @@ def test_explain_reports_the_gateways_own_endpoints(path, endpoint, method):
 
 
 def test_explain_an_ipv6_host_keeps_its_brackets(tmp_path):
-    (tmp_path / "v6.toml").write_text(textwrap.dedent("""
-        [[routes]]
-        name = "v6-deny"
-        hosts = ["[::1]"]
-        paths = ["/**"]
-        deny = { kind = "user" }
-        allow = { kind = "app" }
-
-        [[routes]]
-        name = "any-open"
-        paths = ["/**"]
-        public = true
-    """))
+    (tmp_path / "v6.toml").write_text(IPV6_POLICY)
     url = "http://[::1]:8787/api/x"
     answer = gateway_answer(url, policies=tmp_path)
     assert (answer.code, answer.rule) == ("missing_token", "v6-deny")
