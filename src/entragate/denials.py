@@ -43,7 +43,7 @@ class Answer:
     status: int
     code: str  # stable reason code, also in the audit line
     headers: tuple[tuple[str, str], ...]
-    body: str
+    body: str | None  # None: no body at all (gRPC trailers-only)
     # For the audit line of a policy denial: who was refused, by which rule.
     rule: str | None = None
     identity: Identity | None = None
@@ -94,7 +94,7 @@ def deny(status: int, code: str, detail: str, request_id: str, kind: str = JSON,
             ("grpc-status", str(grpc_status)),
             ("grpc-message", grpc_message),
         ]
-        return Answer(200, code, tuple(headers), "", grpc_status=grpc_status)
+        return Answer(200, code, tuple(headers), None, grpc_status=grpc_status)  # trailers-only: no body
     title = _TITLES.get(status, "Error")
     if kind == HTML:
         page = (
