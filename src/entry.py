@@ -10,7 +10,9 @@ import platform_io
 from compiled_policy import POLICY_JSON
 from entragate.config import Config, ConfigError
 from entragate.denials import Answer
-from entragate.gateway import Forward, Gateway, IncomingRequest, assemble, decision_audit_line, misconfigured
+from entragate.gateway import (
+    Forward, Gateway, IncomingRequest, assemble, decision_audit_line, internal_error, misconfigured, origin_failure,
+)
 from entragate.policy import Policy
 from entragate.upstream import referenced_groups
 
@@ -77,10 +79,10 @@ class Default(WorkerEntrypoint):
                 response = Response(platform_io.with_request_id(js_response, request_id))
                 status = js_response.status
             except (platform_io.OriginTimeout, platform_io.OriginUnreachable) as error:
-                failure = _gateway.origin_failure(incoming, isinstance(error, platform_io.OriginTimeout))
+                failure = origin_failure(incoming, isinstance(error, platform_io.OriginTimeout))
             except Exception as error:  # a bug in forwarding: answered and audited like one in the core
                 platform_io.log(f"internal error (request {request_id}): {type(error).__name__}: {error}")
-                failure = _gateway.internal_error(incoming)
+                failure = internal_error(incoming)
             if failure is not None:
                 response, status = _response(failure), failure.status
         else:

@@ -81,11 +81,7 @@ class Gateway:
             return from_error(error, request.request_id, kind)
         except Exception as error:  # a bug: fail closed, with a request id and an audit line
             self.log(f"internal error (request {request.request_id}): {type(error).__name__}: {error}")
-            return self.internal_error(request)
-
-    def internal_error(self, request: IncomingRequest) -> Answer:
-        kind = client_kind(request.accept, request.content_type)
-        return deny(500, "internal_error", "internal error", request.request_id, kind)
+            return internal_error(request)
 
     async def _decide(self, request: IncomingRequest, defer, kind: str) -> Forward | Answer:
         target = request_target(request.url)
@@ -131,12 +127,6 @@ class Gateway:
             assertion = await sign_assertion(self.signer, self.config.assertion_public_jwk["kid"], claims)
             add.append((self.config.header_prefix + "assertion", assertion))
         return Forward(origin + path_and_query, strip, tuple(add), identity, route.name, decision.reason)
-
-    def origin_failure(self, request: IncomingRequest, timed_out: bool) -> Answer:
-        kind = client_kind(request.accept, request.content_type)
-        if timed_out:
-            return deny(504, "origin_timeout", "the origin did not answer in time", request.request_id, kind)
-        return deny(502, "origin_unreachable", "the origin could not be reached", request.request_id, kind)
 
     async def health(self, request_id: str, defer) -> Answer:
         """Readiness: every issuer's key set loaded (from memory, KV or the network)."""
@@ -189,10 +179,24 @@ def decision_audit_line(request: IncomingRequest, result: Forward | Answer, stat
     )
 
 
+def _refuse(request: IncomingRequest, status: int, code: str, detail: str) -> Answer:
+    return deny(status, code, detail, request.request_id, client_kind(request.accept, request.content_type))
+
+
+def origin_failure(request: IncomingRequest, timed_out: bool) -> Answer:
+    if timed_out:
+        return _refuse(request, 504, "origin_timeout", "the origin did not answer in time")
+    return _refuse(request, 502, "origin_unreachable", "the origin could not be reached")
+
+
+def internal_error(request: IncomingRequest) -> Answer:
+    """A bug (in the core or while forwarding): fail closed."""
+    return _refuse(request, 500, "internal_error", "internal error")
+
+
 def misconfigured(request: IncomingRequest) -> Answer:
     """The answer while the gateway cannot be built from its configuration: refuse everything."""
-    kind = client_kind(request.accept, request.content_type)
-    return deny(500, "gateway_misconfigured", "the gateway is misconfigured", request.request_id, kind)
+    return _refuse(request, 500, "gateway_misconfigured", "the gateway is misconfigured")
 
 
 def discovery_url(config: Config, version: str) -> str:
