@@ -51,15 +51,16 @@ class Default(WorkerEntrypoint):
         global _gateway
         started = platform_io.clock()
         js_request = request.js_object
-        request_id = platform_io.header(js_request, "cf-ray") or str(js.crypto.randomUUID())
+        headers = platform_io.request_headers(js_request)
+        request_id = headers.get("cf-ray") or str(js.crypto.randomUUID())
         incoming = IncomingRequest(
             method=js_request.method,
             url=js_request.url,
             request_id=request_id,
-            header_names=platform_io.header_names(js_request),
-            authorization=platform_io.header(js_request, "authorization"),
-            accept=platform_io.header(js_request, "accept"),
-            content_type=platform_io.header(js_request, "content-type"),
+            header_names=tuple(headers),
+            authorization=headers.get("authorization"),
+            accept=headers.get("accept"),
+            content_type=headers.get("content-type"),
         )
         if _gateway is None:
             try:

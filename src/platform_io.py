@@ -6,6 +6,7 @@ key-value store (KV), signature verification (WebCrypto), clock and console.
 
 import asyncio
 import json
+import time
 
 import js
 from pyodide.ffi import JsException, create_once_callable, jsnull, to_js
@@ -21,8 +22,10 @@ def _js_object(value: dict):
     return to_js(value, dict_converter=js.Object.fromEntries)
 
 
-def clock() -> float:
-    return js.Date.now() / 1000
+# Date.now()'s clock (Pyodide's clock_gettime reads it), without a trip through the JS proxy
+# layer: ~1 µs instead of 4-10 µs in Pyodide, and the gateway reads the clock several times
+# a request.
+clock = time.time
 
 
 def log(message: str) -> None:
@@ -80,6 +83,9 @@ class WebCryptoVerifier:
 
     def __init__(self):
         self._imported = {}
+        # Each attribute step through `js` is a crossing of the proxy layer (~7 µs in Pyodide):
+        # the method is looked up once (it stays bound to crypto.subtle).
+        self._subtle_verify = js.crypto.subtle.verify
 
     async def _import(self, algorithm: str, jwk: dict):
         cache_key = (algorithm, jwk["kid"], jwk["n"], jwk["e"])
@@ -100,7 +106,7 @@ class WebCryptoVerifier:
     async def verify(self, algorithm: str, jwk: dict, signing_input: bytes, signature: bytes) -> bool:
         try:
             key = await self._import(algorithm, jwk)
-            return bool(await js.crypto.subtle.verify("RSASSA-PKCS1-v1_5", key, to_js(signature), to_js(signing_input)))
+            return bool(await self._subtle_verify("RSASSA-PKCS1-v1_5", key, to_js(signature), to_js(signing_input)))
         except JsException:
             return False  # a key WebCrypto cannot import verifies nothing
 
@@ -149,13 +155,14 @@ class WebCryptoSigner:
         return js.Uint8Array.new(signature).to_bytes()
 
 
-def header(js_request, name: str) -> str | None:
-    value = js_request.headers.get(name)
-    return value if isinstance(value, str) else None  # a missing header is JS null
+_object_from_entries = js.Object.fromEntries
 
 
-def header_names(js_request) -> tuple[str, ...]:
-    return tuple(js_request.headers.keys())
+def request_headers(js_request) -> dict[str, str]:
+    """Every request header in one crossing of the proxy layer instead of one or two per
+    header: names lower-cased, a repeated header's values joined with ", " (what
+    Headers.get returns)."""
+    return _object_from_entries(js_request.headers).to_py()
 
 
 class OriginTimeout(Exception):

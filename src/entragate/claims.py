@@ -4,6 +4,8 @@ Types are checked strictly: Entra never sends a string where a list belongs, so 
 else is an invalid token, never a crash and never a silently empty list.
 """
 
+from itertools import repeat
+
 from .errors import InvalidToken
 from .identity import APP, USER, Identity
 
@@ -21,7 +23,7 @@ def _str_list(claims: dict, name: str) -> tuple[str, ...]:
     value = claims.get(name)
     if value is None:
         return ()
-    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+    if not isinstance(value, list) or not all(map(isinstance, value, repeat(str))):
         raise InvalidToken(f"claim {name} must be a list of strings")
     return tuple(value)
 
@@ -61,7 +63,8 @@ def identity_from_claims(claims: dict) -> Identity:
     scopes = tuple(scope for scope in scp.split(" ") if scope) if scp else ()
     # Every alternative is type-checked, not only the first one present (an `or` chain
     # would let "appid": [] through whenever azp is set).
-    preferred_username, upn, unique_name = (_optional_str(claims, n) for n in ("preferred_username", "upn", "unique_name"))
+    preferred_username = _optional_str(claims, "preferred_username")
+    upn, unique_name = _optional_str(claims, "upn"), _optional_str(claims, "unique_name")
     azp, appid = _optional_str(claims, "azp"), _optional_str(claims, "appid")
     username = preferred_username or upn or unique_name
     aud = claims.get("aud")

@@ -72,18 +72,19 @@ class Gateway:
         self.clock = clock
         self.log = log
         self.sample = sample
+        self._request_id_header = config.header_prefix + "request-id"
+        self._rule_header = config.header_prefix + "rule"
 
     async def handle(self, request: IncomingRequest, defer) -> Forward | Answer:
-        kind = client_kind(request.accept, request.content_type)
         try:
-            return await self._decide(request, defer, kind)
+            return await self._decide(request, defer)
         except GatewayError as error:
-            return from_error(error, request.request_id, kind)
+            return _refusal(request, error)
         except Exception as error:  # a bug: fail closed, with a request id and an audit line
             self.log(f"internal error (request {request.request_id}): {type(error).__name__}: {error}")
             return internal_error(request)
 
-    async def _decide(self, request: IncomingRequest, defer, kind: str) -> Forward | Answer:
+    async def _decide(self, request: IncomingRequest, defer) -> Forward | Answer:
         target = request_target(request.url)
         if target.endpoint == "health":
             return await self.health(request.request_id, defer)
@@ -92,20 +93,20 @@ class Gateway:
         method = request.method.upper()
         route = self.policy.match(method, target.host, target.path)
         if route is None:
-            return deny(403, "no_route", "no route allows this request", request.request_id, kind)
+            return _refuse(request, 403, "no_route", "no route allows this request")
         if route.fixed_decision is not None:  # e.g. method_not_allowed: no token can change it
-            answer = deny(403, route.fixed_decision.reason, "not allowed by policy", request.request_id, kind)
+            answer = _refuse(request, 403, route.fixed_decision.reason, "not allowed by policy")
             return replace(answer, rule=route.name)
         try:
-            return await self._decide_route(request, defer, kind, target, method, route)
+            return await self._decide_route(request, defer, target, method, route)
         except GatewayError as error:  # the audit line names the route that asked for a token
-            return replace(from_error(error, request.request_id, kind), rule=route.name)
+            return replace(_refusal(request, error), rule=route.name)
 
-    async def _decide_route(self, request, defer, kind, target: Target, method: str, route) -> Forward | Answer:
+    async def _decide_route(self, request, defer, target: Target, method: str, route) -> Forward | Answer:
         path_and_query = target.path_and_query
         origin = (route.origin or self.config.origin_url).rstrip("/")
         strip = tuple(headers_to_strip(request.header_names, self.config.header_prefix, self.config.forward_authorization))
-        request_id_header = (self.config.header_prefix + "request-id", request.request_id)
+        request_id_header = (self._request_id_header, request.request_id)
         if route.public:
             return Forward(origin + path_and_query, strip, (request_id_header,), None, route.name, "public")
 
@@ -114,11 +115,11 @@ class Gateway:
         decision = route.evaluate(identity)
         if not decision.allowed:
             challenge = insufficient_scope_challenge() if decision.reason == "insufficient_scope" else None
-            answer = deny(403, decision.reason, "not allowed by policy", request.request_id, kind, challenge)
+            answer = _refuse(request, 403, decision.reason, "not allowed by policy", challenge)
             return replace(answer, rule=route.name, identity=identity)
 
         groups, headers = _identity_part(identity, self.config.header_prefix, self.policy_groups)
-        add = [request_id_header, (self.config.header_prefix + "rule", route.name), *headers]
+        add = [request_id_header, (self._rule_header, route.name), *headers]
         if self.signer is not None:
             claims = assertion_claims(
                 identity, groups, issuer=self.config.assertion_issuer, audience=origin, now=self.clock(),
@@ -179,8 +180,13 @@ def decision_audit_line(request: IncomingRequest, result: Forward | Answer, stat
     )
 
 
-def _refuse(request: IncomingRequest, status: int, code: str, detail: str) -> Answer:
-    return deny(status, code, detail, request.request_id, client_kind(request.accept, request.content_type))
+# The client's kind (JSON, HTML, gRPC) is read only when refusing: most requests are not refused.
+def _refuse(request: IncomingRequest, status: int, code: str, detail: str, challenge: str | None = None) -> Answer:
+    return deny(status, code, detail, request.request_id, client_kind(request.accept, request.content_type), challenge)
+
+
+def _refusal(request: IncomingRequest, error: GatewayError) -> Answer:
+    return from_error(error, request.request_id, client_kind(request.accept, request.content_type))
 
 
 def origin_failure(request: IncomingRequest, timed_out: bool) -> Answer:

@@ -42,9 +42,14 @@ def _no_duplicate_members(pairs):
     return result
 
 
+_STRICT_JSON = json.JSONDecoder(object_pairs_hook=_no_duplicate_members)
+
+
 def _strict_json_object(raw: bytes, what: str) -> dict:
+    """A JSON object in UTF-8 (RFC 7519 §7.2: json.loads would also take UTF-16/32 or a BOM)
+    with no member name twice."""
     try:
-        value = json.loads(raw, object_pairs_hook=_no_duplicate_members)
+        value = _STRICT_JSON.decode(raw.decode("utf-8"))
     except (ValueError, RecursionError) as error:
         raise jwt.DecodeError(f"{what} is not valid JSON") from error
     if not isinstance(value, dict):

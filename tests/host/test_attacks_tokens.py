@@ -372,6 +372,19 @@ def test_duplicate_members_deep_inside_claims_are_401(tenant, gate, private_key)
 
 
 @pytest.mark.parametrize("where", ["header", "payload"])
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-32", "utf-8-sig"])
+def test_json_not_in_plain_utf8_is_401(tenant, gate, private_key, where, encoding):
+    """RFC 7519 §7.2: the JSON is UTF-8. Python's json.loads(bytes) would also read UTF-16/32
+    and a UTF-8 byte-order mark, so a signed token in those encodings must still be refused."""
+    header, payload = parts(tenant)
+    target = header if where == "header" else payload
+    raw = json.dumps(target).encode(encoding)
+    assert json.loads(raw) == target, "Python's own reader would accept it"
+    token = signed(private_key, raw, payload) if where == "header" else signed(private_key, header, raw)
+    gate.refused(token)
+
+
+@pytest.mark.parametrize("where", ["header", "payload"])
 @pytest.mark.parametrize("depth", [100, 1_000, 5_000])
 def test_deeply_nested_json_is_401_not_a_crash(tenant, gate, attacker_key, where, depth):
     header, payload = parts(tenant)

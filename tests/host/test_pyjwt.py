@@ -49,3 +49,19 @@ def test_non_canonical_last_character_is_refused_like_pyjwt(data, replacement):
             StrictJWS._decode_base64url_segment(segment, "x")
     else:
         assert StrictJWS._decode_base64url_segment(segment, "x") == expected
+
+
+@given(st.text(alphabet="ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_=", max_size=12))
+def test_same_verdict_as_pyjwt_on_any_base64url_text(text):
+    """Every length and every last character: StrictJWS accepts exactly the unpadded segments
+    PyJWT accepts, and decodes them to the same bytes."""
+    segment = text.encode()
+    try:
+        expected = PyJWS._decode_base64url_segment(segment, "x")
+    except DecodeError:
+        expected = None
+    if expected is None or b"=" in segment:
+        with pytest.raises(DecodeError):
+            StrictJWS._decode_base64url_segment(segment, "x")
+    else:
+        assert StrictJWS._decode_base64url_segment(segment, "x") == expected

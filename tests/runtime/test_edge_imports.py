@@ -16,3 +16,16 @@ def test_worker_import_loads_nothing_heavy_and_lazy_calendar_still_works():
     # Once used, the real calendar takes over and answers like the stdlib.
     assert report["timegm"] == 1795478400 and report["month_name"] == "March"
     assert report["real_calendar_now"] == "module"
+
+
+def test_platform_clock_and_request_headers_agree_with_the_js_apis():
+    """`clock` is time.time (no JS round trip) and must read Date.now()'s clock; the request's
+    headers are read in one crossing and must equal what Headers.get gives for each name."""
+    result = run_in_pyodide("tests/runtime/pyodide/platform_adapters.py")
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = last_json_line(result.stdout)
+    assert abs(report["clock_minus_date_now"]) < 0.05
+    assert report["headers"] == report["get"]
+    assert report["headers"] == {
+        "host": "gw.example", "x-dup": "one, two", "authorization": "Bearer a.b.c", "x-entragate-user-oid": "forged",
+    }
