@@ -8,7 +8,9 @@ re-fetch of keys, which the cache by design does not trigger):
 - an entry lives until the token's `exp` and at most `max_age` seconds after it was verified;
 - `exp` and `nbf` are re-checked, with the configured skew, on every hit;
 - an entry is dropped as soon as its signing key is no longer in the issuer's key set.
-Failures are never cached: an invalid token costs a full validation every time.
+Failures are never cached: an invalid token costs a full validation every time. A hit is the
+same byte string as a token that passed every check, its shape included (credential.py), so
+nothing about the token itself is checked again.
 """
 
 import hashlib

@@ -17,6 +17,7 @@ from .pyjwt import StrictJWS, base64url_decode, jwt
 
 from .claims import identity_from_claims
 from .config import GUID, Config
+from .credential import require_compact_jws
 from .errors import InvalidToken
 from .identity import Identity
 from .keys import IssuerKeys
@@ -134,6 +135,7 @@ class TokenValidator:
 
     async def validate_with_kid(self, token: str, defer) -> tuple[Identity, str]:
         """The Identity and the `kid` of the key that verified it (the token cache keeps it)."""
+        require_compact_jws(token)
         config = self._config
         decoded = _decode(token, config.clock_skew)
         header, claims = decoded["header"], decoded["payload"]

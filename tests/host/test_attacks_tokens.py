@@ -25,8 +25,9 @@ from fixtures.mock_entra import MockTenant
 
 from entragate.config import Config
 from entragate.credential import MAX_TOKEN_BYTES
-from entragate.errors import GatewayError, InvalidToken
+from entragate.errors import GatewayError, InvalidToken, MalformedCredential
 from entragate.gateway import Forward, IncomingRequest, assemble
+from entragate.tokens import _decode as read_token
 from entragate.upstream import referenced_groups
 from entragate_tools.compiler import compile_policies
 from entragate_tools.host_crypto import HostVerifier
@@ -465,13 +466,16 @@ def test_non_canonical_base64url_is_401_at_the_gateway(tenant, gate):
 
 
 def test_validator_alone_refuses_non_canonical_segments(tenant, gate):
-    """Defence in depth: the validator does not rely on the credential parser's regex (or on
-    the PyJWT version) to refuse another spelling of a genuine token."""
+    """Defence in depth: the validator refuses another spelling of a genuine token (the shape
+    check it runs first names it a malformed credential), and the token reader under it
+    refuses it as well without that check (or a particular PyJWT version's own)."""
     token = tenant.mint()
     assert gate.validate(token).oid == tenant.user_oid
     for name, variant in encoding_variants(token).items():
-        with pytest.raises(InvalidToken):
+        with pytest.raises((InvalidToken, MalformedCredential)):
             gate.validate(variant)
+        with pytest.raises(InvalidToken, match="malformed token"):
+            read_token(variant, 60)
         assert name
 
 
@@ -491,8 +495,10 @@ def test_wrong_segment_counts_are_401(tenant, gate, shape):
     status, code, _ = gate.status(token)
     assert status == 401 and code in ("malformed_credential", "invalid_token", "missing_token")
     if token:
-        with pytest.raises(InvalidToken):
+        with pytest.raises(MalformedCredential):
             gate.validate(token)
+        with pytest.raises(InvalidToken, match="malformed token"):
+            read_token(token, 60)  # and the reader alone, without the shape check
 
 
 # --- time claims ----------------------------------------------------------------------------

@@ -26,7 +26,7 @@ from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 from entragate.config import Config
-from entragate.credential import MAX_TOKEN_BYTES, extract_bearer
+from entragate.credential import MAX_TOKEN_BYTES, extract_bearer, require_compact_jws
 from entragate.errors import AmbiguousPath, CredentialError, GatewayError
 from entragate.gateway import Forward, IncomingRequest, assemble
 from entragate.identity import APP, USER, Identity
@@ -261,8 +261,10 @@ def test_any_mutation_of_a_genuine_token_is_refused(data):
 @example("Bearer a.b.c")
 @example("bearer\ta.b.c")
 def test_authorization_header_parser_returns_one_compact_token_or_refuses(value):
+    """extract_bearer then require_compact_jws (what token validation runs first)."""
     try:
         token = extract_bearer(value)
+        require_compact_jws(token)
     except CredentialError as error:
         assert error.status == 401
         return

@@ -11,7 +11,7 @@ import pytest
 from fixtures.mock_entra import MockTenant
 
 from entragate.config import Config, ConfigError
-from entragate.errors import InvalidToken, KeysUnavailable
+from entragate.errors import InvalidToken, KeysUnavailable, MalformedCredential
 from entragate.gateway import assemble
 from entragate.identity import APP, USER
 from entragate_tools.host_io import MemoryStore, UrllibHttp, wall_clock
@@ -78,6 +78,21 @@ class Harness:
 def harness(tenant):
     tenant.set_mode("ok")
     return Harness(tenant)
+
+
+@pytest.mark.parametrize("shape", [
+    lambda t: t + " x", lambda t: t + ", Bearer " + t, lambda t: t + ".", lambda t: "." + t,
+    lambda t: t.replace(".", "..", 1), lambda t: t + "=", lambda t: t.rpartition(".")[0], lambda t: t + ".e30",
+])
+def test_validation_refuses_what_is_not_one_compact_jws_before_reading_it(tenant, shape):
+    """The shape check runs first in validation (a cache hit skips it: the cached token passed
+    it), with the cache on and off: the verdict is malformed_credential, never a parse."""
+    genuine = tenant.mint()
+    for cache_seconds in ("0", "300"):
+        harness = Harness(tenant, TOKEN_CACHE_SECONDS=cache_seconds)
+        harness.validate(genuine)  # the genuine token is cached (when the cache is on)
+        with pytest.raises(MalformedCredential, match="compact JWS"):
+            harness.validate(shape(genuine))
 
 
 # --- accepted tokens and the identity they carry -----------------------------------------
@@ -214,8 +229,10 @@ def test_algorithm_allow_list(tenant, harness, alg):
 def test_unsigned_token_is_refused(tenant, harness):
     header, payload, _ = tenant.mint().split(".")
     none_header = b64(json.dumps({"alg": "none", "typ": "JWT"}).encode())
-    harness.refuse(f"{none_header}.{payload}.", "algorithm")
-    harness.refuse(f"{header}.{payload}.", "signature")
+    for unsigned in (f"{none_header}.{payload}.", f"{header}.{payload}."):  # alg none's empty signature
+        with pytest.raises(MalformedCredential, match="compact JWS"):
+            harness.validate(unsigned)
+    harness.refuse(f"{none_header}.{payload}.AAAA", "algorithm")
     harness.refuse(f"{header}.{payload}.AAAA", "signature")
 
 
