@@ -81,7 +81,10 @@ def _challenge(error: GatewayError) -> str | None:
     return None
 
 
-def deny(status: int, code: str, detail: str, request_id: str, kind: str = JSON, challenge: str | None = None) -> Answer:
+def deny(status: int, code: str, detail: str, request_id: str, kind: str = JSON, challenge: str | None = None,
+         *, rule: str | None = None, identity: Identity | None = None) -> Answer:
+    """`rule` / `identity`: for the audit line (passed in rather than added with
+    dataclasses.replace, which costs more than building the answer)."""
     headers = [("cache-control", "no-store"), ("x-request-id", request_id)]
     if challenge:
         headers.append(("www-authenticate", challenge))
@@ -94,7 +97,7 @@ def deny(status: int, code: str, detail: str, request_id: str, kind: str = JSON,
             ("grpc-status", str(grpc_status)),
             ("grpc-message", grpc_message),
         ]
-        return Answer(200, code, tuple(headers), None, grpc_status=grpc_status)  # trailers-only: no body
+        return Answer(200, code, tuple(headers), None, rule, identity, grpc_status)  # trailers-only: no body
     title = _TITLES.get(status, "Error")
     if kind == HTML:
         page = (
@@ -102,16 +105,16 @@ def deny(status: int, code: str, detail: str, request_id: str, kind: str = JSON,
             f"<h1>{status} {title}</h1><p>{_escape(message)}</p>"
             f"<p><small>Reason: {_escape(code)} · Request id: {_escape(request_id)}</small></p></html>"
         )
-        return Answer(status, code, tuple(headers + [("content-type", "text/html; charset=utf-8")]), page)
+        return Answer(status, code, tuple(headers + [("content-type", "text/html; charset=utf-8")]), page, rule, identity)
     body = json.dumps({
         "type": "about:blank", "title": title, "status": status,
         "error": code, "detail": detail, "request_id": request_id,
     })
-    return Answer(status, code, tuple(headers + [("content-type", "application/problem+json")]), body)
+    return Answer(status, code, tuple(headers + [("content-type", "application/problem+json")]), body, rule, identity)
 
 
-def from_error(error: GatewayError, request_id: str, kind: str = JSON) -> Answer:
-    return deny(error.status, error.code, error.detail, request_id, kind, _challenge(error))
+def from_error(error: GatewayError, request_id: str, kind: str = JSON, *, rule: str | None = None) -> Answer:
+    return deny(error.status, error.code, error.detail, request_id, kind, _challenge(error), rule=rule)
 
 
 def insufficient_scope_challenge() -> str:

@@ -10,7 +10,7 @@ before any policy, so a policy cannot expose or hide them.
 import functools
 import json
 import random
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from .assertion import assertion_claims, sign_assertion
 from .audit import audit_line
@@ -95,12 +95,11 @@ class Gateway:
         if route is None:
             return _refuse(request, 403, "no_route", "no route allows this request")
         if route.fixed_decision is not None:  # e.g. method_not_allowed: no token can change it
-            answer = _refuse(request, 403, route.fixed_decision.reason, "not allowed by policy")
-            return replace(answer, rule=route.name)
+            return _refuse(request, 403, route.fixed_decision.reason, "not allowed by policy", rule=route.name)
         try:
             return await self._decide_route(request, defer, target, method, route)
         except GatewayError as error:  # the audit line names the route that asked for a token
-            return replace(_refusal(request, error), rule=route.name)
+            return _refusal(request, error, rule=route.name)
 
     async def _decide_route(self, request, defer, target: Target, method: str, route) -> Forward | Answer:
         path_and_query = target.path_and_query
@@ -115,8 +114,8 @@ class Gateway:
         decision = route.evaluate(identity)
         if not decision.allowed:
             challenge = insufficient_scope_challenge() if decision.reason == "insufficient_scope" else None
-            answer = _refuse(request, 403, decision.reason, "not allowed by policy", challenge)
-            return replace(answer, rule=route.name, identity=identity)
+            return _refuse(request, 403, decision.reason, "not allowed by policy", challenge, rule=route.name,
+                           identity=identity)
 
         groups, headers = _identity_part(identity, self.config.header_prefix, self.policy_groups)
         add = [request_id_header, (self._rule_header, route.name), *headers]
@@ -181,12 +180,14 @@ def decision_audit_line(request: IncomingRequest, result: Forward | Answer, stat
 
 
 # The client's kind (JSON, HTML, gRPC) is read only when refusing: most requests are not refused.
-def _refuse(request: IncomingRequest, status: int, code: str, detail: str, challenge: str | None = None) -> Answer:
-    return deny(status, code, detail, request.request_id, client_kind(request.accept, request.content_type), challenge)
+def _refuse(request: IncomingRequest, status: int, code: str, detail: str, challenge: str | None = None, *,
+            rule: str | None = None, identity: Identity | None = None) -> Answer:
+    kind = client_kind(request.accept, request.content_type)
+    return deny(status, code, detail, request.request_id, kind, challenge, rule=rule, identity=identity)
 
 
-def _refusal(request: IncomingRequest, error: GatewayError) -> Answer:
-    return from_error(error, request.request_id, client_kind(request.accept, request.content_type))
+def _refusal(request: IncomingRequest, error: GatewayError, *, rule: str | None = None) -> Answer:
+    return from_error(error, request.request_id, client_kind(request.accept, request.content_type), rule=rule)
 
 
 def origin_failure(request: IncomingRequest, timed_out: bool) -> Answer:
