@@ -1,9 +1,14 @@
-"""PyJWT as the edge uses it: the library's own parsing and claim checks, three costs removed.
+"""PyJWT as the edge uses it: the library's own parsing and claim checks, its other costs removed.
 
 1. Import. `import jwt` runs jwt/__init__, which imports jwt.jwks_client and with it
    urllib.request, http.client, ssl and the email package: about 0.3 s of a Pyodide cold
    start, for a client the edge never uses (signing keys come from Workers fetch, keys.py).
    Under Pyodide a stand-in takes its place; constructing PyJWKClient through it raises.
+   Likewise jwt.algorithms, PyJWT's own signature algorithms (HMAC, and RSA/EC through the
+   `cryptography` package, which the edge does not have): the edge verifies signatures with
+   WebCrypto, never through PyJWT, and compiling that module and importing `hmac` for it cost
+   ~40 ms of a cold start. Its stand-in registers no algorithm at all, so PyJWT at the edge
+   cannot verify anything, `none` and HS256 included: a call that asked it to would fail.
    On the host PyJWT is imported as it is (the origin helper uses PyJWKClient).
 2. `calendar`. jwt.api_jwt imports `calendar.timegm` at import time, for encoding datetime
    claims, which the edge never does; importing calendar (enum classes, locale tables) costs
@@ -18,6 +23,7 @@
 """
 
 import binascii
+import importlib
 import re
 import sys
 import types
@@ -32,13 +38,25 @@ if sys.platform == "emscripten" and "jwt" not in sys.modules:
     _stand_in.PyJWKClient = PyJWKClient
     sys.modules["jwt.jwks_client"] = _stand_in
 
+    _no_algorithms = types.ModuleType("jwt.algorithms")
+
+    class Algorithm:
+        """PyJWT's algorithm base class; at the edge no algorithm derives from it."""
+
+    def get_default_algorithms() -> dict:
+        return {}
+
+    _no_algorithms.Algorithm = Algorithm
+    _no_algorithms.get_default_algorithms = get_default_algorithms
+    _no_algorithms.has_crypto = False
+    _no_algorithms.requires_cryptography = frozenset()
+    sys.modules["jwt.algorithms"] = _no_algorithms
+
     if "calendar" not in sys.modules:
 
         def _real_calendar():
             if sys.modules.get("calendar") is _lazy_calendar:
                 del sys.modules["calendar"]
-            import importlib
-
             return importlib.import_module("calendar")
 
         class _LazyCalendar(types.ModuleType):
@@ -61,8 +79,9 @@ from jwt.utils import base64url_decode  # noqa: E402
 
 _BASE64URL = re.compile(rb"[A-Za-z0-9_-]*+")  # possessive: no backtrack points to record
 _URLSAFE_TO_STANDARD = bytes.maketrans(b"-_", b"+/")
-# The last character of a segment of length 2 or 3 (mod 4) carries 4 or 2 bits that encode no
-# data; base64url_encode writes them as zero, so a segment is canonical exactly when they are.
+# By length mod 4: 1 is never base64; the last character of a segment of length 2 or 3 carries
+# 4 or 2 bits that encode no data, which base64url_encode writes as zero, so a segment is
+# canonical exactly when they are zero (False: refused; None: nothing to check).
 _CANONICAL_LAST = {0: None, 2: frozenset(b"AQgw"), 3: frozenset(b"AEIMQUYcgkosw048")}
 
 

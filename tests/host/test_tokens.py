@@ -83,6 +83,7 @@ def harness(tenant):
 @pytest.mark.parametrize("shape", [
     lambda t: t + " x", lambda t: t + ", Bearer " + t, lambda t: t + ".", lambda t: "." + t,
     lambda t: t.replace(".", "..", 1), lambda t: t + "=", lambda t: t.rpartition(".")[0], lambda t: t + ".e30",
+    lambda t: t[:-1] + "é", lambda t: "\ud800" + t,
 ])
 def test_validation_refuses_what_is_not_one_compact_jws_before_reading_it(tenant, shape):
     """The shape check runs first in validation (a cache hit skips it: the cached token passed

@@ -3,19 +3,24 @@
 from fixtures.pyodide import last_json_line, run_in_pyodide
 
 # Heavy modules the edge has no use for; each was once pulled in by a dependency.
-NEVER_AT_IMPORT = {"urllib.request", "http.client", "ssl", "email", "html.entities", "calendar", "jwt.jwks_client"}
+NEVER_AT_IMPORT = {"urllib.request", "http.client", "ssl", "email", "html.entities", "calendar", "hmac",
+                   "jwt.jwks_client", "jwt.algorithms"}
+STAND_INS = {"calendar", "jwt.jwks_client", "jwt.algorithms"}
 
 
-def test_worker_import_loads_nothing_heavy_and_lazy_calendar_still_works():
+def test_worker_import_loads_nothing_heavy_and_the_stand_ins_hold():
     result = run_in_pyodide("tests/runtime/pyodide/edge_imports.py")
     assert result.returncode == 0, result.stderr[-3000:]
     report = last_json_line(result.stdout)
-    # jwt.jwks_client is replaced by a stand-in and calendar by a lazy one: neither real module loads.
+    # jwt.jwks_client and jwt.algorithms are stand-ins, calendar a lazy one: no real module loads.
     assert report["calendar_was_lazy"] is True
-    assert not (NEVER_AT_IMPORT - {"calendar", "jwt.jwks_client"}) & set(report["loaded"]), report["loaded"]
+    assert not (NEVER_AT_IMPORT - STAND_INS) & set(report["loaded"]), report["loaded"]
     # Once used, the real calendar takes over and answers like the stdlib.
     assert report["timegm"] == 1795478400 and report["month_name"] == "March"
     assert report["real_calendar_now"] == "module"
+    # PyJWT at the edge knows no algorithm: asked to verify anything itself, it refuses.
+    assert report["pyjwt_algorithms"] == []
+    assert report["pyjwt_refusals"] == {"HS256": "InvalidAlgorithmError", "none": "InvalidAlgorithmError"}
 
 
 def test_platform_clock_and_request_headers_agree_with_the_js_apis():

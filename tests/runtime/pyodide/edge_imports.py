@@ -1,5 +1,6 @@
-"""Runs inside Pyodide: importing the Worker loads no module the edge does not need, and the
-lazy `calendar` stand-in behaves like the real module once used. Prints one JSON line."""
+"""Runs inside Pyodide: importing the Worker loads no module the edge does not need, the lazy
+`calendar` stand-in behaves like the real module once used, and PyJWT (with its algorithms
+module replaced) verifies nothing itself. Prints one JSON line."""
 
 import json
 import sys
@@ -19,11 +20,33 @@ import jwt.api_jwt  # noqa: E402
 
 timegm = jwt.api_jwt.timegm((2026, 11, 24, 0, 0, 0, 0, 0, 0))
 import calendar  # noqa: E402
+import base64  # noqa: E402
+import hashlib  # noqa: E402
+import hmac  # noqa: E402
+
+
+def b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+# PyJWT at the edge has no algorithm of its own: asked to verify (none, HS256), it refuses.
+signing_input = b64(b'{"alg":"HS256","typ":"JWT"}') + "." + b64(b'{"sub":"x"}')
+hs256_token = signing_input + "." + b64(hmac.new(b"secret", signing_input.encode(), hashlib.sha256).digest())
+none_token = b64(b'{"alg":"none"}') + "." + b64(b'{"sub":"x"}') + "."
+refusals = {}
+for name, token, algorithms in (("HS256", hs256_token, ["HS256"]), ("none", none_token, ["none"])):
+    try:
+        jwt.decode(token, "secret", algorithms=algorithms)
+        refusals[name] = "accepted"
+    except jwt.InvalidAlgorithmError:
+        refusals[name] = "InvalidAlgorithmError"
 
 print(json.dumps({
     "import_ms": import_ms,
     "loaded": loaded,
     "calendar_was_lazy": calendar_was_lazy,
+    "pyjwt_algorithms": jwt.api_jws.PyJWS().get_algorithms(),
+    "pyjwt_refusals": refusals,
     "timegm": timegm,
     "month_name": calendar.month_name[3],
     "real_calendar_now": type(sys.modules["calendar"]).__name__,
