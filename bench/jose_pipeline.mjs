@@ -29,16 +29,24 @@ const ROUTES = [
   },
 ];
 
-export async function josePipeline(setup, { assertion = false } = {}) {
+// jwtVerify's key and options: the checks entragate makes, as jose spells them.
+export async function joseVerification(setup) {
   const jwk = setup.keys.find((key) => key.kid === setup.signing_kid);
-  const key = await importJWK({ kty: jwk.kty, n: jwk.n, e: jwk.e }, "RS256");
-  const options = {
-    algorithms: ["RS256"],
-    issuer: setup.issuers["2.0"],
-    audience: setup.vars.ENTRA_AUDIENCES.split(","),
-    clockTolerance: 60,
-    requiredClaims: ["exp"],
+  return {
+    jwk,
+    key: await importJWK({ kty: jwk.kty, n: jwk.n, e: jwk.e }, "RS256"),
+    options: {
+      algorithms: ["RS256"],
+      issuer: setup.issuers["2.0"],
+      audience: setup.vars.ENTRA_AUDIENCES.split(","),
+      clockTolerance: 60,
+      requiredClaims: ["exp"],
+    },
   };
+}
+
+export async function josePipeline(setup, { assertion = false } = {}) {
+  const { key, options } = await joseVerification(setup);
   const signingJwk = JSON.parse(setup.vars.ASSERTION_SIGNING_KEY);
   const signingKey = assertion ? await importJWK({ ...signingJwk, alg: "ES256" }, "ES256") : null;
   const origin = "https://origin.example.com";

@@ -6,9 +6,9 @@
 
 import fs from "node:fs";
 import path from "node:path";
-import { importJWK, jwtVerify } from "jose";
+import { jwtVerify } from "jose";
 
-import { josePipeline } from "./jose_pipeline.mjs";
+import { joseVerification, josePipeline } from "./jose_pipeline.mjs";
 
 import { PROJECT_DIR, PYODIDE_PROJECT_DIR, loadPythonRuntime } from "../runner/pyodide_runtime.mjs";
 
@@ -31,15 +31,7 @@ async function timeEach(items, run) {
 }
 
 async function joseScenarios(setup) {
-  const jwk = setup.keys.find((key) => key.kid === setup.signing_kid);
-  const key = await importJWK({ kty: jwk.kty, n: jwk.n, e: jwk.e }, "RS256");
-  const options = {
-    algorithms: ["RS256"],
-    issuer: setup.issuers["2.0"],
-    audience: setup.vars.ENTRA_AUDIENCES.split(","),
-    clockTolerance: 60,
-    requiredClaims: ["exp"],
-  };
+  const { jwk, key, options } = await joseVerification(setup);
   await jwtVerify(setup.repeated_token, key, options);
   const verify = (token) => jwtVerify(token, key, options);
   const jwtverify = {
