@@ -155,13 +155,18 @@ class WebCryptoSigner:
         return js.Uint8Array.new(signature).to_bytes()
 
 
-_object_from_entries = js.Object.fromEntries
+# Looked up on first use, not at import: workerd snapshots the Worker's import-time state, and
+# a JS object held from then cannot be part of the snapshot.
+_object_from_entries = None
 
 
 def request_headers(js_request) -> dict[str, str]:
     """Every request header in one crossing of the proxy layer instead of one or two per
     header: names lower-cased, a repeated header's values joined with ", " (what
     Headers.get returns)."""
+    global _object_from_entries
+    if _object_from_entries is None:
+        _object_from_entries = js.Object.fromEntries
     return _object_from_entries(js_request.headers).to_py()
 
 

@@ -16,6 +16,17 @@ import_ms = (time.perf_counter() - started) * 1000
 loaded = sorted(set(sys.modules) - before)
 calendar_was_lazy = type(sys.modules["calendar"]).__name__ == "_LazyCalendar"
 
+# workerd snapshots the Worker's import-time state: the Worker's modules must hold no JS object
+# then (the `js` module itself is the platform's to restore).
+from pyodide.ffi import JsProxy  # noqa: E402
+
+js_objects_held = sorted(
+    f"{module_name}.{name}"
+    for module_name in loaded if module_name in ("entry", "platform_io") or module_name.startswith("entragate")
+    for name, value in vars(sys.modules[module_name]).items()
+    if isinstance(value, JsProxy) and name != "js"
+)
+
 import jwt.api_jwt  # noqa: E402
 
 timegm = jwt.api_jwt.timegm((2026, 11, 24, 0, 0, 0, 0, 0, 0))
@@ -45,6 +56,7 @@ print(json.dumps({
     "import_ms": import_ms,
     "loaded": loaded,
     "calendar_was_lazy": calendar_was_lazy,
+    "js_objects_held": js_objects_held,
     "pyjwt_algorithms": jwt.api_jws.PyJWS().get_algorithms(),
     "pyjwt_refusals": refusals,
     "timegm": timegm,
