@@ -15,7 +15,6 @@ nothing about the token itself is checked again.
 
 import hashlib
 
-from .errors import InvalidToken
 from .identity import Identity
 
 DEFAULT_MAX_ENTRIES = 4096
@@ -49,7 +48,7 @@ class CachingValidator:
         return len(self._entries)
 
     async def validate(self, token: str, defer) -> Identity:
-        if not token.isascii():  # never a compact JWS: the validator names the refusal; and encode() stays total
+        if not token.isascii():  # never a compact JWS, and encode() must not raise: the validator refuses it
             return (await self._validator.validate_with_kid(token, defer))[0]
         digest = hashlib.blake2b(token.encode("ascii"), digest_size=32).digest()
         entry = self._entries.get(digest)
