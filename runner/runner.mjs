@@ -211,11 +211,14 @@ function fetchUpgrade(input, init, headers) {
   });
 }
 
+// Node's fetch requires `duplex: "half"` with a streamed body, an option workerd does not know:
+// the Worker passes only Workers options, and the runner adds what Node needs.
 function installFetch() {
   const nodeFetch = globalThis.fetch;
   globalThis.fetch = function fetch(input, init) {
     const headers = upgradeHeaders(input, init);
-    return headers ? fetchUpgrade(input, init, headers) : nodeFetch(input, init);
+    if (headers) return fetchUpgrade(input, init, headers);
+    return nodeFetch(input, init?.body ? { ...init, duplex: "half" } : init);
   };
 }
 

@@ -2,8 +2,8 @@
 key-store (KV) failures on the host.
 
 Under the runner: the mock tenant's fault modes (down, reset, slow beyond FETCH_TIMEOUT_MS,
-500, HTML, truncated JSON, an empty key set, a 5 MB document), for discovery and for the key
-set alone; an origin that resets, hangs or speaks garbage; and bursts of unknown kids. The
+500, HTML, truncated JSON, an empty key set, a 5 MB document, a redirect to another host), for
+discovery and for the key set alone; an origin that resets, hangs or speaks garbage; and bursts of unknown kids. The
 rules proved: no keys at all is a 503 and nothing reaches the origin; last-known-good keys
 keep serving valid tokens through every failure; an error never turns into an allow; a burst
 of unknown kids costs at most one key fetch per cooldown.
@@ -114,6 +114,8 @@ KEY_FAULTS = [
     ("truncated", "all"), ("empty", "all"), ("huge", "all"),
     ("error500", "jwks"), ("slow", "jwks"), ("truncated", "jwks"), ("empty", "jwks"), ("html", "jwks"),
     ("empty", "discovery"),
+    # Never followed, to another host or anywhere (issue #11: workerd has no redirect "error").
+    ("redirect", "all"), ("redirect", "jwks"), ("redirect", "discovery"),
 ]
 
 
@@ -142,6 +144,7 @@ class tenant_fault:
         if self.mode == "down":
             return True  # nothing to count: the connection was refused
         hits = self.stack.tenant.hits
+        assert hits("redirect_followed") == 0, "a redirect from a key endpoint was followed"
         return hits("discovery") >= 1 and (self.target != "jwks" or hits("jwks") >= 1)
 
 
