@@ -22,7 +22,7 @@ node_modules/.installed: package.json package-lock.json
 policy: setup
 	$(PY) tools/entragate.py compile
 
-# Every test layer: host (CPython) and runtime (the Worker under the offline Pyodide runner).
+# Every test layer: host (CPython) and runtime (the Worker in workerd under wrangler dev, offline).
 test: policy
 	$(UV) run --frozen pytest $(PYTEST_ARGS)
 
@@ -41,23 +41,24 @@ fuzz: policy
 demo: policy
 	$(PY) scripts/demo.py --port $(PORT)
 
-# The real thing (needs network): Python Workers runtime via pywrangler.
+# The Worker under `wrangler dev` in workerd: `pywrangler dev` with network, the same workerd
+# with a locally built Pyodide bundle without (runner/dev.py says which). ARGS: more options.
 dev: setup
-	$(UV) run --frozen pywrangler dev
+	$(PY) runner/dev.py --port $(PORT) $(ARGS)
 
 deploy: setup
 	$(UV) run --frozen pywrangler deploy
 
-# Offline bundle check: vendor the edge dependencies as pywrangler would, then a dry-run deploy.
+# Offline bundle check: vendor the Worker's packages as pywrangler would, then a dry-run deploy.
 check: policy
-	rm -rf python_modules dist
-	$(UV) export --frozen --no-dev --no-emit-project --no-hashes --quiet | $(UV) pip install --quiet --no-deps --target python_modules -r /dev/stdin
-	npx wrangler deploy --dry-run --outdir dist 2>&1 | grep -v nodedir | tee dist.log | grep -E "Total Upload|python_modules|Error" || true
-	@grep -q "Total Upload" dist.log && echo "edge dependencies: $$(ls python_modules | grep -v dist-info | tr '\n' ' ')"
+	rm -rf dist
+	$(PY) runner/vendor.py
+	npx wrangler deploy --dry-run --outdir dist 2>&1 | tee dist.log | grep -E "Total Upload|Error" || true
+	@grep -q "Total Upload" dist.log
 	@rm -f dist.log
 
 bench: policy
 	$(PY) bench/run.py
 
 clean:
-	rm -rf python_modules dist .wrangler/test-scratch src/compiled_policy.py
+	rm -rf python_modules dist build .wrangler/test-workers src/compiled_policy.py

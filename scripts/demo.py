@@ -35,7 +35,7 @@ def main() -> int:
     parser.add_argument("--port", type=int, default=8787, help="gateway port (default 8787)")
     args = parser.parse_args()
 
-    print("starting mock Entra tenant, echo origin and the gateway (Pyodide, ~5 s)...", flush=True)
+    print("starting mock Entra tenant, echo origin and the gateway (workerd under wrangler dev, offline, ~6 s)...", flush=True)
     stack = Stack(gateway_port=args.port, persist_to=ROOT / ".wrangler" / "demo-state")
     tenant = stack.tenant
     user = tenant.mint(lifetime=8 * 3600)
@@ -54,7 +54,7 @@ def main() -> int:
     print(f"\nentragate is running at {stack.url}")
     print(f"  mock Entra tenant {tenant.authority}  (tenant {tenant.tenant_id}, API {tenant.app_id_uri})")
     print(f"  echo origin       {stack.origin.url}")
-    print(f"  start-up {stack.runner.ready['startup_ms']} ms on Python {stack.runner.ready['python']} (Pyodide)\n")
+    print(f"  start-up {stack.runner.ready['startup_ms']} ms (workerd, Python 3.14, offline: runner/dev.py)\n")
     print("Try these (each was just run once; the status it got is shown):\n")
     for title, method, path, token, data in examples:
         status, _, _ = stack.request(method, path, token=token, body=data.encode() if data else None,
@@ -62,7 +62,7 @@ def main() -> int:
         print(f"# {title} -> {status}")
         print(curl(stack.url + path, method=method, token=token, data=data) + "\n")
     print("Mint more tokens:  curl -s -X POST " + tenant.authority + "/_mock/token -d '{\"kind\": \"user\"}'")
-    print("Policies: policies/*.toml (re-run make demo after editing). Ctrl-C stops everything.", flush=True)
+    print("Policies: policies/*.toml (wrangler recompiles and reloads on every edit). Ctrl-C stops everything.", flush=True)
 
     stopped = []
     for signum in (signal.SIGINT, signal.SIGTERM):

@@ -39,6 +39,7 @@ def build_gateway(env) -> Gateway:
         log=platform_io.log,
         policy_groups=referenced_groups(POLICY_DATA),
         signer=signer,
+        share=platform_io.share,
     )
 
 

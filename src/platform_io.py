@@ -116,6 +116,31 @@ class WebCryptoVerifier:
             return False  # a key WebCrypto cannot import verifies nothing
 
 
+class Flight:
+    """Work several requests await (entragate.flights): an asyncio task in the request that
+    started it, and a JS promise settled when the task is done. Waiters await the promise,
+    never the task: workerd resumes each in its own request context only through a JS
+    promise (a shared Python future would wake them in the finishing request's context)."""
+
+    __slots__ = ("_task", "_promise")
+
+    def __init__(self, coroutine):
+        self._task = asyncio.ensure_future(coroutine)
+
+        def executor(resolve, reject):
+            self._task.add_done_callback(lambda _: resolve(None))
+
+        self._promise = js.Promise.new(create_once_callable(executor))
+
+    def __await__(self):
+        yield from self._promise.__await__()
+        return self._task.result()  # the value, or the exception the work raised
+
+
+def share(coroutine) -> Flight:
+    return Flight(coroutine)
+
+
 def deferrer(ctx):
     """`defer(coroutine)`: run it after the response, kept alive by ctx.waitUntil."""
 

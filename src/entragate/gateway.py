@@ -18,6 +18,7 @@ from .config import Config
 from .credential import extract_bearer
 from .denials import Answer, client_kind, deny, from_error, insufficient_scope_challenge
 from .errors import GatewayError, KeysUnavailable
+from .flights import share_locally
 from .identity import Identity
 from .keys import IssuerKeys
 from .policy import Policy
@@ -212,7 +213,7 @@ def discovery_url(config: Config, version: str) -> str:
 
 
 def assemble(config: Config, policy: Policy, *, http, store, verifier, clock, log,
-             policy_groups=frozenset(), signer=None) -> Gateway:
+             policy_groups=frozenset(), signer=None, share=share_locally) -> Gateway:
     """Wire a gateway from its parts; the Worker passes platform adapters, tests host ones."""
     keys = {
         version: IssuerKeys(
@@ -225,6 +226,7 @@ def assemble(config: Config, policy: Policy, *, http, store, verifier, clock, lo
             max_age=config.jwks_max_age,
             cooldown=config.jwks_cooldown,
             timeout=config.fetch_timeout,
+            share=share,
         )
         for version in config.token_versions
     }

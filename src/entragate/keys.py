@@ -3,7 +3,10 @@
 Rules (see README "Signing keys"):
 - a key set older than `max_age` is refreshed; so is one that lacks a requested `kid`;
 - at most one fetch attempt per `cooldown` per issuer, and concurrent callers share the one
-  fetch in flight, so an attacker's stream of unknown kids costs one fetch per cooldown;
+  fetch in flight (`share`, flights.py: requests of a Worker may only wait on each other's
+  work through the platform), so an attacker's stream of unknown kids costs one fetch per
+  cooldown; the request that starts a fetch also hands it to `defer`, which keeps it running
+  for the others if that request goes away;
 - a failed refresh keeps the last-known-good set; with no set at all: KeysUnavailable (503);
 - the fetched set is written to KV in the background (`defer`), never on the response path;
 - the one KV read per isolate gets the fetch timeout: a stalled KV falls back to the network
@@ -19,6 +22,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from .errors import KeysUnavailable
+from .flights import share_locally
 
 STORE_FORMAT = 1
 MAX_KEYS = 64
@@ -87,10 +91,19 @@ def _same_origin(url: str, authority: str) -> bool:
     return (a.scheme, a.hostname, a.port) == (b.scheme, b.hostname, b.port)
 
 
+async def _settled(flight) -> None:
+    """Wait for `flight` and ignore its outcome (its waiters see it)."""
+    try:
+        await flight
+    except Exception:
+        pass
+
+
 class IssuerKeys:
     """The key set published by one discovery document (one token version of one tenant)."""
 
-    def __init__(self, discovery_url, authority, *, http, store, clock, log, max_age, cooldown, timeout):
+    def __init__(self, discovery_url, authority, *, http, store, clock, log, max_age, cooldown, timeout,
+                 share=share_locally):
         self.discovery_url = discovery_url
         self._authority = authority
         self._http = http
@@ -100,11 +113,12 @@ class IssuerKeys:
         self._max_age = max_age
         self._cooldown = cooldown
         self._timeout = timeout
+        self._share = share
         self._store_key = f"entragate:jwks:v{STORE_FORMAT}:{discovery_url}"
         self._set: KeySet | None = None
-        self._store_read: asyncio.Future | None = None
+        self._store_read = None  # the one KV read (a flight)
         self._last_attempt: float | None = None
-        self._inflight: asyncio.Future | None = None
+        self._inflight = None  # the fetch in flight, if any
 
     @property
     def key_set(self) -> KeySet | None:
@@ -124,8 +138,8 @@ class IssuerKeys:
         if self._set is None:
             # One KV read per isolate, shared by the requests that arrive while it runs.
             if self._store_read is None:
-                self._store_read = asyncio.ensure_future(self._read_store())
-            stored = await asyncio.shield(self._store_read)
+                self._store_read = self._share(self._read_store())
+            stored = await self._store_read
             if self._set is None:
                 self._set = stored
         if self._needs_refresh(kid) and self._may_attempt():
@@ -149,10 +163,11 @@ class IssuerKeys:
     async def _refresh(self, defer) -> None:
         if self._inflight is None:
             self._last_attempt = self._clock()
-            self._inflight = asyncio.ensure_future(self._fetch_and_keep(defer))
+            self._inflight = self._share(self._fetch_and_keep(defer))
+            defer(_settled(self._inflight))
         inflight = self._inflight
         try:
-            await asyncio.shield(inflight)
+            await inflight
         except KeyFetchError as error:
             kept = "keeping last-known-good keys" if self._set else "no keys at all"
             self._log(f"key refresh failed for {self.discovery_url}: {error}; {kept}")

@@ -1,9 +1,13 @@
-"""Runtime layer: the Worker's code in real Pyodide 3.14 under Node (runner/)."""
+"""Runtime layer: the Worker's code in the real workerd, under `wrangler dev`, offline
+(runner/dev.py; tests/fixtures/stack.py)."""
 
-import uuid
+import json
+import tempfile
+import urllib.request
+from pathlib import Path
 
 import pytest
-from fixtures.pyodide import SCRATCH
+from fixtures.stack import Runner, environment_ok
 
 
 def pytest_collection_modifyitems(items):
@@ -12,10 +16,28 @@ def pytest_collection_modifyitems(items):
             item.add_marker(pytest.mark.runtime)
 
 
-@pytest.fixture
-def scratch_file():
-    """A file under the project (the only host folder Pyodide sees), removed afterwards."""
-    SCRATCH.mkdir(parents=True, exist_ok=True)
-    path = SCRATCH / f"{uuid.uuid4().hex}.json"
-    yield path
-    path.unlink(missing_ok=True)
+class EdgeChecks:
+    """Checks of the edge code run inside workerd (tests/runtime/workers/checks.py)."""
+
+    def __init__(self, runner: Runner):
+        self.runner = runner
+        # Importing the Worker must be the first thing its isolate does: run it now.
+        self.edge_imports = self.run("edge_imports", {})
+
+    def run(self, name: str, payload):
+        request = urllib.request.Request(f"{self.runner.url}/{name}", data=json.dumps(payload).encode(), method="POST")
+        with urllib.request.urlopen(request, timeout=120) as response:
+            return json.loads(response.read())
+
+
+@pytest.fixture(scope="session")
+def edge_checks():
+    reason = environment_ok()
+    if reason is not None:
+        pytest.skip(reason)
+    with tempfile.TemporaryDirectory() as state:
+        runner = Runner({}, persist_to=Path(state), main="tests/runtime/workers/checks.py")
+        try:
+            yield EdgeChecks(runner)
+        finally:
+            runner.stop()

@@ -1,15 +1,13 @@
-"""The edge SignatureVerifier (WebCrypto under Pyodide) against the same vectors as the host one."""
+"""The edge SignatureVerifier (workerd's WebCrypto) against the same vectors as the host one."""
 
-from fixtures.pyodide import PROJECT, last_json_line, run_in_pyodide
+import json
+
 from fixtures.rsa_vectors import all_cases, to_json
 
 
-def test_webcrypto_verifier_matches_every_vector(scratch_file):
+def test_webcrypto_verifier_matches_every_vector(edge_checks):
     cases = all_cases()
-    scratch_file.write_text(to_json(cases))
-    result = run_in_pyodide("tests/runtime/pyodide/webcrypto_vectors.py", str(scratch_file.relative_to(PROJECT)))
-    assert result.returncode == 0, result.stderr[-3000:]
-    verified = dict(last_json_line(result.stdout))
+    verified = dict(edge_checks.run("webcrypto_vectors", json.loads(to_json(cases))))
     assert len(verified) == len(cases)
     wrong = [(name, expected, verified[name]) for name, _, _, _, _, expected in cases if expected is not None and verified[name] != expected]
     assert wrong == []

@@ -1,8 +1,12 @@
-"""WebSocket upgrades end to end under the offline runner (issue #5: "WebSocket upgrades pass
-through when allowed"), with a plain-socket RFC 6455 client against the echo origin: an allowed
-upgrade completes with 101 and carries messages both ways, the origin sees the identity and
-nothing the client forged, refusals are ordinary HTTP answers that never reach the origin, and
-an origin that declines the upgrade is answered as it answered."""
+"""WebSocket upgrades end to end in workerd (issue #5: "WebSocket upgrades pass through when
+allowed"), with a plain-socket RFC 6455 client against the echo origin: an allowed upgrade
+completes with 101 and carries messages both ways, the origin sees the identity and nothing
+the client forged, refusals are ordinary HTTP answers that never reach the origin, and an
+origin that declines the upgrade is answered as it answered.
+
+workerd relays WebSocket *messages*, not bytes: it makes its own handshake with the origin
+(its own Sec-WebSocket-Key) and answers the client's itself, so the two connections share
+messages, pings and the close, not frames."""
 
 import base64
 import hashlib
@@ -49,6 +53,16 @@ class Upgrade:
     def rest(self) -> bytes:
         """Everything until the server closes the connection."""
         return self.file.read()
+
+    def body(self) -> bytes:
+        """The body of an ordinary (non-101) answer, by Content-Length or chunked."""
+        if self.headers.get("transfer-encoding", "").lower() == "chunked":
+            chunks = []
+            while size := int(self.file.readline().split(b";")[0], 16):
+                chunks.append(self.file.read(size))
+                self.file.readline()
+            return b"".join(chunks)
+        return self.file.read(int(self.headers.get("content-length", 0)))
 
     def send(self, opcode, payload: bytes, fin=True):
         self.sock.sendall(frame(opcode, payload, fin=fin, mask=os.urandom(4)))
@@ -128,7 +142,7 @@ def test_allowed_upgrade_completes_and_messages_round_trip(stack):
     (echo,) = stack.origin.requests
     assert (echo["method"], echo["path"], echo["query"]) == ("GET", "/api/ws", "room=7")
     seen = seen_headers(echo)
-    assert seen["upgrade"] == ["websocket"] and seen["sec-websocket-key"] == [client.key]
+    assert seen["upgrade"] == ["websocket"] and len(seen["sec-websocket-key"]) == 1  # workerd's own handshake
     assert seen[PREFIX + "user-oid"] == [stack.tenant.user_oid]
     assert seen[PREFIX + "tenant-id"] == [stack.tenant.tenant_id]
     assert seen[PREFIX + "token-kind"] == ["user"] and seen[PREFIX + "scopes"] == ["access_as_user"]
@@ -146,7 +160,7 @@ def test_upgrade_without_a_token_is_401_and_never_reaches_the_origin(stack):
     stack.origin.clear()
     client = Upgrade(stack, "/api/ws", [("X-Entragate-User-Oid", "attacker")], early=frame(TEXT, b"x", mask=os.urandom(4)))
     try:
-        body = json.loads(client.rest())  # the runner closes the connection after the answer
+        body = json.loads(client.body())
     finally:
         client.close()
     assert client.status == 401 and "json" in client.headers["content-type"]
@@ -165,7 +179,7 @@ def test_upgrade_by_an_identity_the_policy_refuses_is_403(stack, path, claims, r
     stack.origin.clear()
     client = Upgrade(stack, path, [("Authorization", f"Bearer {stack.tenant.mint(claims=claims)}")])
     try:
-        body = json.loads(client.rest())
+        body = json.loads(client.body())
     finally:
         client.close()
     assert client.status == 403 and body["request_id"] == client.headers["x-request-id"]
@@ -174,26 +188,40 @@ def test_upgrade_by_an_identity_the_policy_refuses_is_403(stack, path, claims, r
     assert (line["decision"], line["reason"], line["status"]) == ("deny", reason, 403)
 
 
-def test_origin_declining_the_upgrade_is_answered_as_the_origin_answered(stack):
+def test_origin_declining_the_upgrade_is_answered_as_the_origin_answered():
+    """The echo origin answers upgrades under /__status/<code> with that code instead of 101."""
+    with Stack(origin_base_path="/__status/403") as declining:
+        client = Upgrade(declining, "/api/ws", [("Authorization", f"Bearer {declining.tenant.mint()}")])
+        try:
+            echo = json.loads(client.body())
+        finally:
+            client.close()
+        assert client.status == 403
+        assert client.headers["x-request-id"], "an ordinary response gets the gateway's request id"
+        assert seen_headers(echo)[PREFIX + "user-oid"] == [declining.tenant.user_oid]
+        assert declining.origin.requests == [echo] and echo["path"] == "/__status/403/api/ws"
+        line = audit_for(declining, client.headers["x-request-id"])
+        assert (line["decision"], line["status"]) == ("allow", 403)
+
+
+def test_a_websocket_version_the_runtime_does_not_speak_is_426_from_the_runtime(stack):
+    """workerd makes its own version-13 handshake with the origin, then refuses the client's
+    version 8 itself: the origin accepted a socket nobody uses, and workerd closes it."""
     stack.origin.clear()
     client = Upgrade(stack, "/api/ws", [("Authorization", f"Bearer {stack.tenant.mint()}")], version="8")
     try:
-        echo = json.loads(client.rest())
+        client.body()
     finally:
         client.close()
     assert client.status == 426 and client.headers["sec-websocket-version"] == "13"
-    assert client.headers["x-request-id"], "an ordinary response gets the gateway's request id"
-    assert seen_headers(echo)[PREFIX + "user-oid"] == [stack.tenant.user_oid]
-    assert stack.origin.requests == [echo]
-    line = audit_for(stack, client.headers["x-request-id"])
-    assert (line["decision"], line["status"]) == ("allow", 426)
+    assert [seen_headers(echo)["sec-websocket-version"] for echo in stack.origin.requests] == [["13"]]
 
 
 def test_upgrade_to_an_unreachable_origin_is_502():
     with Stack(ORIGIN_URL="http://127.0.0.1:9") as down:
         client = Upgrade(down, "/api/ws", [("Authorization", f"Bearer {down.tenant.mint()}")])
         try:
-            body = json.loads(client.rest())
+            body = json.loads(client.body())
         finally:
             client.close()
         assert client.status == 502 and body["error"] == "origin_unreachable"
