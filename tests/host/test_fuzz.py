@@ -128,7 +128,7 @@ def offsets(now):
 
 HEADER_KEYS = ["alg", "typ", "kid", "x5t", "nonce", *sorted(FORBIDDEN_HEADERS)]
 PAYLOAD_KEYS = ["exp", "nbf", "iat", "ver", "tid", "aud", "iss", "scp", "roles", "groups", "oid", "sub", "idtyp",
-                "azp", "appid", "name", "preferred_username", "hasgroups", "_claim_names", "jti"]
+                "azp", "appid", "name", "preferred_username", "hasgroups", "_claim_names", "jti", "nonce", "at_hash"]
 
 
 def claim_values(name, now):
@@ -143,7 +143,9 @@ def claim_values(name, now):
         "aud": st.sampled_from([*AUDIENCES, "00000003-0000-0000-c000-000000000000", TENANT.client_id.upper()]),
         "iss": st.sampled_from([TENANT.issuer("1.0"), TENANT.issuer("2.0"), TENANT.issuer("2.0") + "/"]),
         "scp": st.sampled_from(["access_as_user", "a b", ""]),
-        "roles": st.lists(st.sampled_from(["Gateway.Invoke", "Gateway.Write"]), max_size=2),
+        "roles": st.lists(st.sampled_from(["Gateway.Invoke", "Gateway.Write", ""]), max_size=2),
+        "azp": st.sampled_from([TENANT.client_app_id, ""]), "appid": st.sampled_from([TENANT.client_app_id, ""]),
+        "nonce": st.just("n"), "at_hash": st.just("h"),
         "groups": st.lists(st.sampled_from(["11111111-1111-4111-8111-111111111111"]), max_size=1),
         "idtyp": st.sampled_from(["app", "user", "APP"]),
         "hasgroups": st.booleans(),
@@ -208,11 +210,31 @@ def acceptable(header, payload) -> bool:
         return False
     if "_claim_names" in present and not isinstance(present["_claim_names"], dict):
         return False
-    return True
+    # An access token, not an ID token (Microsoft's access and ID token claims references): it
+    # names its client, appid in v1.0 and azp in v2.0, and has none of the ID-token-only claims.
+    if not present.get("appid" if version == "1.0" else "azp") or {"nonce", "at_hash", "c_hash"} & set(payload):
+        return False
+    # And it grants something: a delegated scope or an app role (Microsoft.Identity.Web's default).
+    scopes = [scope for scope in present.get("scp", "").split(" ") if scope]
+    return bool(scopes) or any(present.get("roles", ()))
+
+
+def minted_parts(version="2.0", kind="user", omit=(), **claims):
+    """(header, payload) of a genuine token from the tenant, for the explicit examples."""
+    payload = json.loads(base64.urlsafe_b64decode(TENANT.mint(version=version, kind=kind, claims=claims, omit=omit)
+                                                  .split(".")[1] + "=="))
+    return {"typ": "JWT", "alg": "RS256", "kid": KID}, payload
 
 
 @SETTINGS
 @given(token_parts())
+@example(minted_parts())
+@example(minted_parts(omit=("azp",)))
+@example(minted_parts(version="1.0", omit=("appid",)))
+@example(minted_parts(version="1.0", azp=TENANT.client_app_id, omit=("appid",)))
+@example(minted_parts(nonce="n"))
+@example(minted_parts(scp=" "))
+@example(minted_parts(kind="app", roles=[""]))
 def test_signed_tokens_are_accepted_exactly_when_they_are_well_formed(parts):
     header, payload = parts
     token = sign(header, payload)
