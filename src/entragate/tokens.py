@@ -12,6 +12,7 @@ issuer's fetched key set.
 
 import json
 import math
+import re
 from typing import Protocol
 
 from .pyjwt import StrictJWS, base64url_decode, jwt
@@ -41,6 +42,9 @@ CLIENT_CLAIM = {"1.0": "appid", "2.0": "azp"}
 # access token issued with it): a second, independent marker, should an ID token ever name
 # its client.
 ID_TOKEN_CLAIMS = frozenset({"nonce", "at_hash", "c_hash"})
+# A JSON escape of a UTF-16 surrogate (\uD800-\uDFFF); valid pairs match too (non-BMP
+# characters), which only costs the exact check below. Raw UTF-8 cannot hold a surrogate.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89abcdefABCDEF]")
 
 
 class SignatureVerifier(Protocol):
@@ -60,14 +64,29 @@ _STRICT_JSON = json.JSONDecoder(object_pairs_hook=_no_duplicate_members)
 
 def _strict_json_object(raw: bytes, what: str) -> dict:
     """A JSON object in UTF-8 (RFC 7519 §7.2: json.loads would also take UTF-16/32 or a BOM)
-    with no member name twice."""
+    with no member name twice, whose strings are all Unicode."""
     try:
-        value = _STRICT_JSON.decode(raw.decode("utf-8"))
+        text = raw.decode("utf-8")
+        value = _STRICT_JSON.decode(text)
     except (ValueError, RecursionError) as error:
         raise jwt.DecodeError(f"{what} is not valid JSON") from error
     if not isinstance(value, dict):
         raise jwt.DecodeError(f"{what} is not a JSON object")
+    if _SURROGATE_ESCAPE.search(text) is not None and not is_unicode(value):
+        raise InvalidToken(f"token {what} holds a string that is not Unicode (a lone surrogate)")
     return value
+
+
+def is_unicode(value) -> bool:
+    """False when a member name or string holds a lone surrogate: JSON's `\\uD800` escape
+    decodes to one (RFC 8259 §8.2 leaves such strings to each reader), which no header,
+    log line or assertion can carry, since none of them can encode it in UTF-8. Refused
+    here, once, so every string the gateway reads from a token is Unicode."""
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 class _EntraJWT(jwt.PyJWT):

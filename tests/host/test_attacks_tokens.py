@@ -15,6 +15,7 @@ import hmac
 import json
 import time
 from pathlib import Path
+from urllib.parse import unquote
 
 import jwt
 import pytest
@@ -26,11 +27,12 @@ from fixtures.mock_entra import DEFAULT_GROUPS, DEFAULT_TENANT_ID, DEFAULT_USER_
 from entragate.config import Config
 from entragate.credential import MAX_TOKEN_BYTES
 from entragate.errors import GatewayError, InvalidToken, MalformedCredential
-from entragate.gateway import Forward, IncomingRequest, assemble
+from entragate.assertion import parse_signing_key
+from entragate.gateway import Forward, IncomingRequest, assemble, decision_audit_line
 from entragate.tokens import _decode as read_token
 from entragate.upstream import referenced_groups
 from entragate_tools.compiler import compile_policies
-from entragate_tools.host_crypto import HostVerifier
+from entragate_tools.host_crypto import HostSigner, HostVerifier, new_assertion_key
 from entragate_tools.host_io import MemoryStore, UrllibHttp, wall_clock
 
 PROJECT = Path(__file__).resolve().parents[2]
@@ -780,6 +782,85 @@ def test_tokens_granting_no_scope_and_no_role_are_401_on_every_kind_of_route(ten
     extra = {"roles": ["Gateway.Write"]} if "kind" not in grantless else {"scp": "access_as_user"}
     granted = tenant.mint(version=version, **{**grantless, "claims": {**grantless.get("claims", {}), **extra}})
     assert kinds_gate.status(granted, path="/any-token/x")[0] == 200
+
+
+# --- Unicode in claims -----------------------------------------------------------------------
+# JSON's "\ud800" decodes to a lone surrogate, a Python str that cannot be encoded as UTF-8:
+# carried into a header, the assertion or a log line, it was an exception, answered with 500.
+
+ASSERTION_KEY = new_assertion_key()
+NOT_UNICODE = "token {} holds a string that is not Unicode (a lone surrogate)"
+# JSON string texts that decode to a lone surrogate, escaped in either case.
+LONE_SURROGATES = ('"\\ud800"', '"\\udfff"', '"\\ude00\\ud83d"', '"a\\uDBFFb"', '"\\ud83d"')
+PLACEHOLDER = "@@not-unicode@@"
+
+
+@pytest.fixture(scope="module")
+def signing_gate(tenant):
+    """The gateway with the signed assertion on: every place a claim string is carried to."""
+    return Gate(tenant, signer=HostSigner(parse_signing_key(ASSERTION_KEY)[0]), ASSERTION_SIGNING_KEY=ASSERTION_KEY)
+
+
+def with_raw_string(part: dict, raw: str) -> bytes:
+    """`part` as JSON with PLACEHOLDER (a value, a list item or a member name) replaced by the
+    raw JSON string text `raw`, which json.dumps would never write."""
+    return json.dumps(part).replace(json.dumps(PLACEHOLDER), raw).encode()
+
+
+@pytest.mark.parametrize("where,name", [
+    ("payload", claim) for claim in (
+        "oid", "tid", "sub", "name", "preferred_username", "upn", "unique_name", "azp", "appid", "scp", "idtyp",
+        "ver", "iss", "aud", "uti", "roles", "groups", "member name",
+    )
+] + [("header", name) for name in ("kid", "typ", "alg", "member name")])
+def test_lone_surrogates_anywhere_in_a_token_are_401_not_500(tenant, signing_gate, private_key, where, name):
+    """Refused once, as the token is read, whether the gateway reads the string or not; an
+    unsigned copy is refused the same way."""
+    version = "1.0" if name in ("upn", "unique_name", "appid") else "2.0"
+    header, payload = parts(tenant, version=version)
+    target = header if where == "header" else payload
+    if name == "member name":
+        target[PLACEHOLDER] = "x"
+    elif name in ("roles", "groups"):
+        target[name] = ["Gateway.Invoke", PLACEHOLDER]
+    else:
+        target[name] = PLACEHOLDER
+    for raw in LONE_SURROGATES:
+        encoded = {"header": json.dumps(header).encode(), "payload": json.dumps(payload).encode()}
+        encoded[where] = with_raw_string(target, raw)
+        token = signed(private_key, encoded["header"], encoded["payload"])
+        assert signing_gate.refusal(token) == NOT_UNICODE.format(where), raw
+        unsigned = token.rpartition(".")[0] + "." + b64(b"unsigned")
+        assert signing_gate.refusal(unsigned) == NOT_UNICODE.format(where), raw
+    assert not any("internal error" in line for line in signing_gate.logs)
+
+
+@pytest.mark.parametrize("ascii_json", [True, False], ids=["escaped", "utf-8"])
+def test_odd_but_valid_unicode_in_claims_is_carried_safely(tenant, signing_gate, private_key, ascii_json):
+    """Surrogate pairs (non-BMP), NUL, controls, line separators, `%`, commas, markup and the
+    six characters of a surrogate escape as plain text: forwarded, percent-encoded in the
+    identity headers (one unquote gives the claim back), exact in the signed assertion and
+    the audit line."""
+    odd = "Ada \U0001F600 \x00\r\n\u2028\ufeff<b>&amp;\"%41,\\ud800 \U0010FFFF"
+    claims = {"name": odd, "preferred_username": odd + "@x", "roles": [odd, "r,s"], "scp": f"access_as_user {odd}"}
+    header, payload = parts(tenant, claims=claims)
+    encode = lambda part: json.dumps(part, ensure_ascii=ascii_json).encode()  # noqa: E731
+    assert ("\\ud83d\\ude00" in encode(payload).decode()) == ascii_json  # the pair really is escaped
+    request = IncomingRequest("GET", "https://gw.example/api/items", "req-odd", ("authorization",),
+                              authorization=f"Bearer {signed(private_key, encode(header), encode(payload))}")
+    result = asyncio.run(signing_gate.gateway.handle(request, lambda coroutine: coroutine.close()))
+    assert isinstance(result, Forward), result
+    added = dict(result.add)
+    assert all(0x20 <= ord(ch) <= 0x7E for name, value in result.add for ch in name + value)
+    assert unquote(added["x-entragate-name"], errors="strict") == odd
+    assert unquote(added["x-entragate-username"], errors="strict") == odd + "@x"
+    assert [unquote(item, errors="strict") for item in added["x-entragate-roles"].split(",")] == [odd, "r,s"]
+    public = parse_signing_key(ASSERTION_KEY)[1]
+    assertion = jwt.decode(added["x-entragate-assertion"], jwt.PyJWK(public).key, algorithms=["ES256"],
+                           audience="http://origin.invalid")
+    assert assertion["name"] == odd and assertion["roles"] == [odd, "r,s"] and assertion["scp"] == f"access_as_user {odd}"
+    line = decision_audit_line(request, result, 200, 1.0, time.time())
+    assert line.isascii() and json.loads(line)["oid"] == tenant.user_oid
 
 
 # --- genuine tokens that are not entitled: 403, never allowed -------------------------------
