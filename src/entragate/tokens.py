@@ -218,6 +218,6 @@ def _require_access_token(claims: dict, ver: str) -> None:
     client = claims.get(client_claim)
     if not isinstance(client, str) or not client:
         raise InvalidToken(f"not an access token: a v{ver} access token names its client in {client_claim}")
-    marker = ID_TOKEN_CLAIMS.intersection(claims)
-    if marker:
-        raise InvalidToken(f"not an access token: claim {min(marker)} is only in ID tokens")
+    if not ID_TOKEN_CLAIMS.isdisjoint(claims):
+        marker = min(ID_TOKEN_CLAIMS.intersection(claims))
+        raise InvalidToken(f"not an access token: claim {marker} is only in ID tokens")
