@@ -39,6 +39,8 @@ def b64url(data: bytes) -> str:
 
 
 def _compact(value) -> bytes:
+    # encode() cannot fail: every claim string comes from a token whose strings tokens.py
+    # checked are Unicode (a lone surrogate is refused there, with a 401).
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
 
 

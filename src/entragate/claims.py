@@ -67,6 +67,9 @@ def identity_from_claims(claims: dict) -> Identity:
     upn, unique_name = _optional_str(claims, "upn"), _optional_str(claims, "unique_name")
     azp, appid = _optional_str(claims, "azp"), _optional_str(claims, "appid")
     username = preferred_username or upn or unique_name
+    version = _optional_str(claims, "ver") or ""
+    # The client is named by the token's own version's claim (the one the validator requires).
+    client_id = (appid or azp) if version == "1.0" else (azp or appid)
     aud = claims.get("aud")
     return Identity(
         oid=_optional_str(claims, "oid"),
@@ -78,9 +81,9 @@ def identity_from_claims(claims: dict) -> Identity:
         groups_overage=_has_groups_overage(claims),
         roles=_str_list(claims, "roles"),
         scopes=scopes,
-        client_id=azp or appid,
+        client_id=client_id,
         kind=_token_kind(claims, scopes),
-        version=_optional_str(claims, "ver") or "",
+        version=version,
         issuer=_optional_str(claims, "iss") or "",
         audience=aud if isinstance(aud, str) else "",
         expires_at=_numeric(claims.get("exp")),

@@ -4,13 +4,15 @@ PyJWT parses the token and checks exp / nbf / iat with the configured skew; this
 what Entra needs and PyJWT cannot know: the algorithm allow-list, refusal of header
 parameters that name a key or change how the token is read, the issuer from the discovery
 document of the token's version (filled with the token's own `tid` for multi-tenant apps),
-the tenant allow-list, the audience forms and the per-key issuer. The signature is checked
-by a SignatureVerifier (WebCrypto at the edge, a host library in tests and the CLI) with a
-key that only ever comes from the issuer's fetched key set.
+the tenant allow-list, the audience forms, that the token is an access token and not an ID
+token, and the per-key issuer. The signature is checked by a SignatureVerifier (WebCrypto at
+the edge, a host library in tests and the CLI) with a key that only ever comes from the
+issuer's fetched key set.
 """
 
 import json
 import math
+import re
 from typing import Protocol
 
 from .pyjwt import StrictJWS, base64url_decode, jwt
@@ -30,6 +32,20 @@ TIME_CLAIMS = ("exp", "nbf", "iat")
 MAX_NUMERIC_DATE = 253402300799
 MAX_KID_LENGTH = 128
 
+# Access token or ID token? Entra signs both with the same keys and the same issuer, and an
+# ID token's `aud` is the app's client id, which is also a valid audience of its API: only the
+# claims tell them apart (Microsoft's "Access token claims reference" / "ID token claims
+# reference"). Every access token names the client application that asked for it, `appid` in
+# v1.0 and `azp` in v2.0; no Entra ID token carries either. Keyed by `ver`.
+CLIENT_CLAIM = {"1.0": "appid", "2.0": "azp"}
+# Claims Entra puts in ID tokens only (the sign-in request's nonce, the hashes of the code and
+# access token issued with it): a second, independent marker, should an ID token ever name
+# its client.
+ID_TOKEN_CLAIMS = frozenset({"nonce", "at_hash", "c_hash"})
+# A JSON escape of a UTF-16 surrogate (\uD800-\uDFFF); valid pairs match too (non-BMP
+# characters), which only costs the exact check below. Raw UTF-8 cannot hold a surrogate.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89abcdefABCDEF]")
+
 
 class SignatureVerifier(Protocol):
     async def verify(self, algorithm: str, jwk: dict, signing_input: bytes, signature: bytes) -> bool:
@@ -48,14 +64,29 @@ _STRICT_JSON = json.JSONDecoder(object_pairs_hook=_no_duplicate_members)
 
 def _strict_json_object(raw: bytes, what: str) -> dict:
     """A JSON object in UTF-8 (RFC 7519 §7.2: json.loads would also take UTF-16/32 or a BOM)
-    with no member name twice."""
+    with no member name twice, whose strings are all Unicode."""
     try:
-        value = _STRICT_JSON.decode(raw.decode("utf-8"))
+        text = raw.decode("utf-8")
+        value = _STRICT_JSON.decode(text)
     except (ValueError, RecursionError) as error:
         raise jwt.DecodeError(f"{what} is not valid JSON") from error
     if not isinstance(value, dict):
         raise jwt.DecodeError(f"{what} is not a JSON object")
+    if _SURROGATE_ESCAPE.search(text) is not None and not is_unicode(value):
+        raise InvalidToken(f"token {what} holds a string that is not Unicode (a lone surrogate)")
     return value
+
+
+def is_unicode(value) -> bool:
+    """False when a member name or string holds a lone surrogate: JSON's `\\uD800` escape
+    decodes to one (RFC 8259 §8.2 leaves such strings to each reader), which no header,
+    log line or assertion can carry, since none of them can encode it in UTF-8. Refused
+    here, once, so every string the gateway reads from a token is Unicode."""
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 class _EntraJWT(jwt.PyJWT):
@@ -155,6 +186,7 @@ class TokenValidator:
         aud = claims.get("aud")
         if not isinstance(aud, str) or aud not in config.audiences:
             raise InvalidToken("token is not for this audience")
+        _require_access_token(claims, ver)
 
         key_set = await issuer_keys.current(defer)
         expected_issuer = key_set.issuer.replace("{tenantid}", tid)
@@ -171,4 +203,21 @@ class TokenValidator:
         signing_input = token.rpartition(".")[0].encode("ascii")
         if not await self._verifier.verify(header["alg"], jwk, signing_input, decoded["signature"]):
             raise InvalidToken("signature verification failed")
-        return identity_from_claims(claims), kid
+        identity = identity_from_claims(claims)
+        # A token that grants nothing is refused, as Microsoft.Identity.Web refuses one with
+        # neither `scp` nor `roles` (IDW10201): any app of an allowed tenant can get a token
+        # for this API without being granted anything, and it would pass every route that
+        # asks only who the caller is (users, tenants, groups, `authenticated`).
+        if not identity.scopes and not any(identity.roles):
+            raise InvalidToken("token grants no delegated scope (scp) and no app role (roles)")
+        return identity, kid
+
+
+def _require_access_token(claims: dict, ver: str) -> None:
+    client_claim = CLIENT_CLAIM[ver]
+    client = claims.get(client_claim)
+    if not isinstance(client, str) or not client:
+        raise InvalidToken(f"not an access token: a v{ver} access token names its client in {client_claim}")
+    if not ID_TOKEN_CLAIMS.isdisjoint(claims):
+        marker = min(ID_TOKEN_CLAIMS.intersection(claims))
+        raise InvalidToken(f"not an access token: claim {marker} is only in ID tokens")

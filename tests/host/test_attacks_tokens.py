@@ -15,22 +15,24 @@ import hmac
 import json
 import time
 from pathlib import Path
+from urllib.parse import unquote
 
 import jwt
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
-from fixtures.mock_entra import MockTenant
+from fixtures.mock_entra import DEFAULT_GROUPS, DEFAULT_TENANT_ID, DEFAULT_USER_OID, MockTenant
 
 from entragate.config import Config
 from entragate.credential import MAX_TOKEN_BYTES
 from entragate.errors import GatewayError, InvalidToken, MalformedCredential
-from entragate.gateway import Forward, IncomingRequest, assemble
+from entragate.assertion import parse_signing_key
+from entragate.gateway import Forward, IncomingRequest, assemble, decision_audit_line
 from entragate.tokens import _decode as read_token
 from entragate.upstream import referenced_groups
 from entragate_tools.compiler import compile_policies
-from entragate_tools.host_crypto import HostVerifier
+from entragate_tools.host_crypto import HostSigner, HostVerifier, new_assertion_key
 from entragate_tools.host_io import MemoryStore, UrllibHttp, wall_clock
 
 PROJECT = Path(__file__).resolve().parents[2]
@@ -61,7 +63,7 @@ def tenant():
 class Gate:
     """The pure gateway wired as the Worker wires it, with host adapters."""
 
-    def __init__(self, tenant, **overrides):
+    def __init__(self, tenant, compiled=COMPILED, signer=None, **overrides):
         env = {
             "ORIGIN_URL": "http://origin.invalid",
             "ENTRA_TENANT_ID": tenant.tenant_id,
@@ -74,8 +76,8 @@ class Gate:
         self.http = UrllibHttp()
         self.logs = []
         self.gateway = assemble(
-            self.config, COMPILED.policy, http=self.http, store=MemoryStore(), verifier=HostVerifier(),
-            clock=wall_clock, log=self.logs.append, policy_groups=referenced_groups(COMPILED.data),
+            self.config, compiled.policy, http=self.http, store=MemoryStore(), verifier=HostVerifier(),
+            clock=wall_clock, log=self.logs.append, policy_groups=referenced_groups(compiled.data), signer=signer,
         )
 
     def handle(self, authorization=None, *, method="GET", path="/api/items", host="gw.example"):
@@ -103,6 +105,13 @@ class Gate:
         status, code, _ = self.status(token, **kwargs)
         assert (status, code in ("invalid_token", "malformed_credential")) == (401, True), (status, code)
         return code
+
+    def refusal(self, token, **kwargs) -> str:
+        """The error_description of the 401 a token gets (asserting that it is one)."""
+        result = self.handle(f"Bearer {token}", **kwargs)
+        assert not isinstance(result, Forward) and (result.status, result.code) == (401, "invalid_token"), result
+        challenge = dict(result.headers)["www-authenticate"]
+        return challenge.partition('error_description="')[2].rstrip('"')
 
     def validate(self, token):
         async def run():
@@ -683,6 +692,177 @@ def test_wrongly_typed_claims_are_401_through_the_gateway(tenant, gate, claim, v
     gate.refused(tenant.mint(kind=kind, claims={claim: value}), method=method, path=path)
 
 
+# --- token type: access tokens only ---------------------------------------------------------
+# Entra signs the ID tokens of a sign-in with the same keys and issuer as access tokens, and an
+# ID token's aud is the app's client id, one of this API's audiences. Every kind of condition a
+# route can test on who the caller is would otherwise hold for one.
+
+BLOCKED_USER = "99999999-9999-4999-8999-999999999999"
+ROUTE_KINDS = {
+    "by-group": f'groups = ["{DEFAULT_GROUPS[0]}"]',
+    "by-role": 'roles = ["Gateway.Write"]',
+    "by-user": f'users = ["{DEFAULT_USER_OID}"]',
+    "by-tenant": f'tenants = ["{DEFAULT_TENANT_ID}"]',
+    "any-token": "authenticated = true",
+    "by-kind": 'kind = "user"',
+    "not-blocked": f'not = {{ users = ["{BLOCKED_USER}"] }}',
+}
+
+
+@pytest.fixture(scope="module")
+def kinds_gate(tenant, tmp_path_factory):
+    """A gateway whose policy has one route per kind of identity condition, each of which the
+    default user's ID token would meet: /<route>/x."""
+    policies = tmp_path_factory.mktemp("route-kinds")
+    (policies / "kinds.toml").write_text("".join(
+        f'[[routes]]\nname = "{name}"\npaths = ["/{name}/**"]\nallow = {{ {condition} }}\n\n'
+        for name, condition in ROUTE_KINDS.items()
+    ))
+    return Gate(tenant, compile_policies(policies))
+
+
+@pytest.mark.parametrize("route", sorted(ROUTE_KINDS))
+@pytest.mark.parametrize("version", ["1.0", "2.0"])
+def test_id_tokens_of_this_app_are_401_on_every_kind_of_route(tenant, kinds_gate, version, route):
+    """The user's access token passes the route; the same user's ID token, with the same
+    groups and app roles, is refused as a token, with or without a nonce."""
+    who = {"roles": ["Gateway.Write"]}
+    access = tenant.mint(version=version, claims=who)
+    assert kinds_gate.status(access, path=f"/{route}/x") == (200, "forward", route)
+    client_claim = "appid" if version == "1.0" else "azp"
+    for id_token in (tenant.mint_id_token(version=version, claims=who),
+                     tenant.mint_id_token(version=version, claims=who, omit=("nonce",))):
+        detail = kinds_gate.refusal(id_token, path=f"/{route}/x")
+        assert detail == f"not an access token: a v{version} access token names its client in {client_claim}"
+
+
+@pytest.mark.parametrize("marker", ["nonce", "at_hash", "c_hash"])
+@pytest.mark.parametrize("version", ["1.0", "2.0"])
+def test_id_token_claims_refuse_a_token_that_also_names_its_client(tenant, kinds_gate, version, marker):
+    """The second marker: an ID token that carried a client claim and a scope would still be
+    refused for a claim only ID tokens have; without it the same token passes."""
+    client_claim = "appid" if version == "1.0" else "azp"
+    like_access = {client_claim: tenant.client_app_id, "scp": "access_as_user"}
+    others = tuple(name for name in ("nonce",) if name != marker)  # the default nonce, unless it is the marker
+    token = tenant.mint_id_token(version=version, claims={**like_access, marker: "x"}, omit=others)
+    assert kinds_gate.refusal(token, path="/any-token/x") == f"not an access token: claim {marker} is only in ID tokens"
+    passes = tenant.mint_id_token(version=version, claims=like_access, omit=("nonce",))
+    assert kinds_gate.status(passes, path="/any-token/x")[0] == 200
+
+
+def test_an_access_token_names_its_client_in_its_own_versions_claim(tenant, gate):
+    """appid in v1.0, azp in v2.0: the other version's claim does not stand in for it, and the
+    client the policy and the origin see is the version's own."""
+    app = tenant.client_app_id
+    for version, own, other in (("2.0", "azp", "appid"), ("1.0", "appid", "azp")):
+        for token in (tenant.mint(version=version, omit=(own,)),
+                      tenant.mint(version=version, claims={other: app}, omit=(own,)),
+                      tenant.mint(version=version, claims={own: ""}),
+                      tenant.mint(version=version, claims={own: None})):
+            assert gate.refusal(token) == f"not an access token: a v{version} access token names its client in {own}"
+        both = tenant.mint(version=version, claims={other: "44444444-4444-4444-8444-444444444444"})
+        result = gate.handle(f"Bearer {both}")
+        assert isinstance(result, Forward) and result.identity.client_id == app
+        assert ("x-entragate-client-id", app) in result.add
+
+
+@pytest.mark.parametrize("grantless", [
+    {"omit": ("scp",)}, {"claims": {"scp": ""}}, {"claims": {"scp": "   "}}, {"claims": {"scp": None}},
+    {"kind": "app", "omit": ("roles",)}, {"kind": "app", "claims": {"roles": []}},
+    {"kind": "app", "claims": {"roles": [""]}}, {"kind": "app", "claims": {"roles": None}},
+], ids=["no-scp", "empty-scp", "blank-scp", "null-scp", "no-roles", "empty-roles", "empty-role", "null-roles"])
+@pytest.mark.parametrize("version", ["1.0", "2.0"])
+def test_tokens_granting_no_scope_and_no_role_are_401_on_every_kind_of_route(tenant, kinds_gate, version, grantless):
+    """As Microsoft.Identity.Web refuses them by default (IDW10201): any app of the tenant can
+    get a token for the API, granted nothing, and it would pass every route that asks only who
+    the caller is. A scope alone or a role alone is enough."""
+    token = tenant.mint(version=version, **grantless)
+    for route in ROUTE_KINDS:
+        assert kinds_gate.refusal(token, path=f"/{route}/x") == "token grants no delegated scope (scp) and no app role (roles)"
+    extra = {"roles": ["Gateway.Write"]} if "kind" not in grantless else {"scp": "access_as_user"}
+    granted = tenant.mint(version=version, **{**grantless, "claims": {**grantless.get("claims", {}), **extra}})
+    assert kinds_gate.status(granted, path="/any-token/x")[0] == 200
+
+
+# --- Unicode in claims -----------------------------------------------------------------------
+# JSON's "\ud800" decodes to a lone surrogate, a Python str that cannot be encoded as UTF-8:
+# carried into a header, the assertion or a log line, it was an exception, answered with 500.
+
+ASSERTION_KEY = new_assertion_key()
+NOT_UNICODE = "token {} holds a string that is not Unicode (a lone surrogate)"
+# JSON string texts that decode to a lone surrogate, escaped in either case.
+LONE_SURROGATES = ('"\\ud800"', '"\\udfff"', '"\\ude00\\ud83d"', '"a\\uDBFFb"', '"\\ud83d"')
+PLACEHOLDER = "@@not-unicode@@"
+
+
+@pytest.fixture(scope="module")
+def signing_gate(tenant):
+    """The gateway with the signed assertion on: every place a claim string is carried to."""
+    return Gate(tenant, signer=HostSigner(parse_signing_key(ASSERTION_KEY)[0]), ASSERTION_SIGNING_KEY=ASSERTION_KEY)
+
+
+def with_raw_string(part: dict, raw: str) -> bytes:
+    """`part` as JSON with PLACEHOLDER (a value, a list item or a member name) replaced by the
+    raw JSON string text `raw`, which json.dumps would never write."""
+    return json.dumps(part).replace(json.dumps(PLACEHOLDER), raw).encode()
+
+
+@pytest.mark.parametrize("where,name", [
+    ("payload", claim) for claim in (
+        "oid", "tid", "sub", "name", "preferred_username", "upn", "unique_name", "azp", "appid", "scp", "idtyp",
+        "ver", "iss", "aud", "uti", "roles", "groups", "member name",
+    )
+] + [("header", name) for name in ("kid", "typ", "alg", "member name")])
+def test_lone_surrogates_anywhere_in_a_token_are_401_not_500(tenant, signing_gate, private_key, where, name):
+    """Refused once, as the token is read, whether the gateway reads the string or not; an
+    unsigned copy is refused the same way."""
+    version = "1.0" if name in ("upn", "unique_name", "appid") else "2.0"
+    header, payload = parts(tenant, version=version)
+    target = header if where == "header" else payload
+    if name == "member name":
+        target[PLACEHOLDER] = "x"
+    elif name in ("roles", "groups"):
+        target[name] = ["Gateway.Invoke", PLACEHOLDER]
+    else:
+        target[name] = PLACEHOLDER
+    for raw in LONE_SURROGATES:
+        encoded = {"header": json.dumps(header).encode(), "payload": json.dumps(payload).encode()}
+        encoded[where] = with_raw_string(target, raw)
+        token = signed(private_key, encoded["header"], encoded["payload"])
+        assert signing_gate.refusal(token) == NOT_UNICODE.format(where), raw
+        unsigned = token.rpartition(".")[0] + "." + b64(b"unsigned")
+        assert signing_gate.refusal(unsigned) == NOT_UNICODE.format(where), raw
+    assert not any("internal error" in line for line in signing_gate.logs)
+
+
+@pytest.mark.parametrize("ascii_json", [True, False], ids=["escaped", "utf-8"])
+def test_odd_but_valid_unicode_in_claims_is_carried_safely(tenant, signing_gate, private_key, ascii_json):
+    """Surrogate pairs (non-BMP), NUL, controls, line separators, `%`, commas, markup and the
+    six characters of a surrogate escape as plain text: forwarded, percent-encoded in the
+    identity headers (one unquote gives the claim back), exact in the signed assertion and
+    the audit line."""
+    odd = "Ada \U0001F600 \x00\r\n\u2028\ufeff<b>&amp;\"%41,\\ud800 \U0010FFFF"
+    claims = {"name": odd, "preferred_username": odd + "@x", "roles": [odd, "r,s"], "scp": f"access_as_user {odd}"}
+    header, payload = parts(tenant, claims=claims)
+    encode = lambda part: json.dumps(part, ensure_ascii=ascii_json).encode()  # noqa: E731
+    assert ("\\ud83d\\ude00" in encode(payload).decode()) == ascii_json  # the pair really is escaped
+    request = IncomingRequest("GET", "https://gw.example/api/items", "req-odd", ("authorization",),
+                              authorization=f"Bearer {signed(private_key, encode(header), encode(payload))}")
+    result = asyncio.run(signing_gate.gateway.handle(request, lambda coroutine: coroutine.close()))
+    assert isinstance(result, Forward), result
+    added = dict(result.add)
+    assert all(0x20 <= ord(ch) <= 0x7E for name, value in result.add for ch in name + value)
+    assert unquote(added["x-entragate-name"], errors="strict") == odd
+    assert unquote(added["x-entragate-username"], errors="strict") == odd + "@x"
+    assert [unquote(item, errors="strict") for item in added["x-entragate-roles"].split(",")] == [odd, "r,s"]
+    public = parse_signing_key(ASSERTION_KEY)[1]
+    assertion = jwt.decode(added["x-entragate-assertion"], jwt.PyJWK(public).key, algorithms=["ES256"],
+                           audience="http://origin.invalid")
+    assert assertion["name"] == odd and assertion["roles"] == [odd, "r,s"] and assertion["scp"] == f"access_as_user {odd}"
+    line = decision_audit_line(request, result, 200, 1.0, time.time())
+    assert line.isascii() and json.loads(line)["oid"] == tenant.user_oid
+
+
 # --- genuine tokens that are not entitled: 403, never allowed -------------------------------
 
 def test_app_only_tokens_cannot_use_user_only_routes(tenant, gate):
@@ -705,7 +885,7 @@ def test_user_tokens_cannot_use_app_only_routes_even_with_the_role(tenant, gate)
     "access_as_user_admin", "xaccess_as_user", "Access_As_User", "ACCESS_AS_USER", "access_as_use",
     "access_as_user,other", "other,access_as_user", "access_as_user.read", "access_as_user\u00a0",
     "User.Read\u00a0access_as_user", "User.Read\taccess_as_user", "User.Read\naccess_as_user",
-    "User.Read\u2003access_as_user", "User.Read\u3000access_as_user", "",
+    "User.Read\u2003access_as_user", "User.Read\u3000access_as_user",
 ])
 def test_scope_substrings_and_lookalikes_do_not_grant_the_scope(tenant, gate, scp):
     """Scopes are separated by a space (RFC 6749 §3.3), nothing else: a scope is granted only
@@ -730,7 +910,7 @@ def test_files_read_is_not_files_readwrite(tenant):
 def test_roles_given_as_a_string_never_match_by_substring(tenant, gate):
     for roles in ("Gateway.Invoke", "Gateway.Invoke Gateway.Write", "['Gateway.Invoke']"):
         gate.refused(tenant.mint(kind="app", claims={"roles": roles}), method="POST", path="/internal/jobs")
-    for roles in (["Gateway.Invok"], ["gateway.invoke"], ["Gateway.Invoke.All"], ["Gateway.Invoke "], []):
+    for roles in (["Gateway.Invok"], ["gateway.invoke"], ["Gateway.Invoke.All"], ["Gateway.Invoke "]):
         status, code, _ = gate.status(tenant.mint(kind="app", claims={"roles": roles}), method="POST", path="/internal/jobs")
         assert (status, code) == (403, "condition_not_met"), roles
 

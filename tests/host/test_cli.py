@@ -158,6 +158,24 @@ def test_explain_usage_errors(extra):
     assert code == 2 and err.startswith("error: ")
 
 
+@pytest.mark.parametrize("claims", ['{"oid": "\\ud800"}', '{"groups": ["\\udfff"]}', '{"\\udbff": 1}'])
+def test_explain_refuses_claims_that_are_not_unicode_as_a_usage_error(claims):
+    """A lone surrogate (JSON "\\ud800") is what the gateway refuses as an invalid token; the
+    CLI says so instead of failing to print it."""
+    code, out, err = run("explain", "--policies", str(POLICIES), "https://h/api/items", "--claims", claims)
+    assert code == 2 and "lone surrogate" in err and out == ""
+    token = jwt.encode(json.loads(claims), "not-the-real-key-and-never-checked-by-explain", algorithm="HS256")
+    code, out, err = run("explain", "--policies", str(POLICIES), "https://h/api/items", "--token", token)
+    assert code == 2 and "lone surrogate" in err
+
+
+def test_explain_shows_control_characters_in_claims_escaped():
+    claims = {"oid": "a\x1b[2Jb", "tid": "t\u202e", "scp": "access_as_user", "roles": ["r\x00"]}
+    code, out, _ = run("explain", "--policies", str(POLICIES), "https://h/api/items", "--claims", json.dumps(claims))
+    assert code == 0 and "oid=a\\x1b[2Jb" in out and "tid=t\\u202e" in out and "[r\\x00]" in out
+    assert out.replace("\n", "").isprintable()
+
+
 @pytest.mark.parametrize("url", ["/api/items", "ftp://h/api/items", "h/api", "https:///api", "https://"])
 def test_explain_bad_url(url):
     code, out, err = run("explain", "--policies", str(POLICIES), url)

@@ -234,6 +234,33 @@ def test_app_only_token_shape(tenant, version):
         assert (claims["appid"], claims["appidacr"]) == (tenant.client_app_id, "1")
 
 
+@pytest.mark.parametrize("version", ["1.0", "2.0"])
+def test_minted_id_token_is_shaped_like_entras(tenant, version):
+    """The samples of Microsoft's "ID tokens" page: same keys and issuer as access tokens, aud the
+    client id in both versions, a nonce, and none of the claims of an access token."""
+    token = tenant.mint_id_token(version=version)
+    header = jwt.get_unverified_header(token)
+    key = jwt.PyJWK(served_jwk(tenant, header["kid"], version))
+    claims = jwt.decode(token, key, algorithms=["RS256"], audience=tenant.client_id, issuer=tenant.issuer(version))
+    assert header["typ"] == "JWT" and ("x5t" in header) == (version == "1.0")
+    assert claims["ver"] == version and claims["tid"] == DEFAULT_TENANT_ID and claims["oid"] == tenant.user_oid
+    assert claims["nonce"] and claims["aio"] and claims["groups"] == list(DEFAULT_GROUPS)
+    assert claims["exp"] - claims["iat"] == 3600 and claims["name"] == "Ada Lovelace"
+    for access_token_claim in ("scp", "roles", "azp", "azpacr", "appid", "appidacr", "idtyp"):
+        assert access_token_claim not in claims
+    access = jwt.decode(tenant.mint(version=version), options={"verify_signature": False})
+    assert claims["sub"] == access["sub"]  # pairwise for this registration, which is both client and API
+    if version == "2.0":
+        assert claims["preferred_username"] == DEFAULT_UPN and "upn" not in claims
+    else:
+        assert claims["unique_name"] == claims["upn"] == DEFAULT_UPN and claims["amr"] == ["pwd"]
+        assert "preferred_username" not in claims
+    overridden = jwt.decode(tenant.mint_id_token({"roles": ["R"]}, version=version, omit=("nonce",), tid=OTHER_TENANT),
+                            options={"verify_signature": False})
+    assert overridden["roles"] == ["R"] and "nonce" not in overridden
+    assert overridden["tid"] == OTHER_TENANT and overridden["iss"] == tenant.issuer(version, OTHER_TENANT)
+
+
 def test_mint_overrides(tenant):
     token = tenant.mint(
         {"roles": ["Admin"], "scp": "other"},

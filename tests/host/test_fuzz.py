@@ -2,6 +2,7 @@
 matcher: no exception other than the gateway's own escapes, no malformed input is ever
 allowed, canonicalisation is idempotent and agrees with every way an origin could read an
 accepted path, and an allowed path stays allowed only for the identity its rule names.
+Issue #13: any string in any claim the gateway reads is refused or carried safely, end to end.
 
 tests/host/test_paths.py already checks that canonical_path raises only AmbiguousPath and
 returns no `//`, `.` or `..`; the properties here are differential (origin readings, a
@@ -13,28 +14,31 @@ import base64
 import json
 import math
 import posixpath
+import re
 import time
 import unicodedata
 from pathlib import Path
 from urllib.parse import quote, unquote, urlsplit
 
+import jwt
 import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding
 from fixtures.mock_entra import MockTenant
-from hypothesis import HealthCheck, assume, example, given, settings
+from hypothesis import HealthCheck, assume, event, example, given, settings
 from hypothesis import strategies as st
 
+from entragate.assertion import parse_signing_key
 from entragate.config import Config
 from entragate.credential import MAX_TOKEN_BYTES, extract_bearer, require_compact_jws
 from entragate.errors import AmbiguousPath, CredentialError, GatewayError
-from entragate.gateway import Forward, IncomingRequest, assemble
+from entragate.gateway import Forward, IncomingRequest, assemble, decision_audit_line
 from entragate.identity import APP, USER, Identity
 from entragate.paths import canonical_host, canonical_path
 from entragate.tokens import FORBIDDEN_HEADERS, MAX_NUMERIC_DATE
 from entragate.upstream import referenced_groups
 from entragate_tools.compiler import PolicyError, compile_policies
-from entragate_tools.host_crypto import HostVerifier
+from entragate_tools.host_crypto import HostSigner, HostVerifier, new_assertion_key
 from entragate_tools.host_io import MemoryStore
 
 PROJECT = Path(__file__).resolve().parents[2]
@@ -68,17 +72,18 @@ class MemoryEntra:
         return self.documents[url]
 
 
-def build_gateway(**overrides):
+def build_gateway(signer=None, **overrides):
     env = {
         "ORIGIN_URL": "https://origin.example/base", "ENTRA_TENANT_ID": TENANT.tenant_id,
         "ENTRA_AUTHORITY": AUTHORITY, "ENTRA_AUDIENCES": f"{TENANT.client_id},{TENANT.app_id_uri}", **overrides,
     }
     config = Config.from_env(env.get)
     gateway = assemble(config, COMPILED.policy, http=MemoryEntra(), store=MemoryStore(), verifier=HostVerifier(),
-                       clock=time.time, log=lambda line: None, policy_groups=referenced_groups(COMPILED.data))
+                       clock=time.time, log=LOGS.append, policy_groups=referenced_groups(COMPILED.data), signer=signer)
     return config, gateway
 
 
+LOGS = []  # what the gateways log: a line about an internal error is a failure anywhere
 CONFIG, GATEWAY = build_gateway()
 SKEW = CONFIG.clock_skew
 LOOP = asyncio.new_event_loop()
@@ -128,7 +133,7 @@ def offsets(now):
 
 HEADER_KEYS = ["alg", "typ", "kid", "x5t", "nonce", *sorted(FORBIDDEN_HEADERS)]
 PAYLOAD_KEYS = ["exp", "nbf", "iat", "ver", "tid", "aud", "iss", "scp", "roles", "groups", "oid", "sub", "idtyp",
-                "azp", "appid", "name", "preferred_username", "hasgroups", "_claim_names", "jti"]
+                "azp", "appid", "name", "preferred_username", "hasgroups", "_claim_names", "jti", "nonce", "at_hash"]
 
 
 def claim_values(name, now):
@@ -143,7 +148,9 @@ def claim_values(name, now):
         "aud": st.sampled_from([*AUDIENCES, "00000003-0000-0000-c000-000000000000", TENANT.client_id.upper()]),
         "iss": st.sampled_from([TENANT.issuer("1.0"), TENANT.issuer("2.0"), TENANT.issuer("2.0") + "/"]),
         "scp": st.sampled_from(["access_as_user", "a b", ""]),
-        "roles": st.lists(st.sampled_from(["Gateway.Invoke", "Gateway.Write"]), max_size=2),
+        "roles": st.lists(st.sampled_from(["Gateway.Invoke", "Gateway.Write", ""]), max_size=2),
+        "azp": st.sampled_from([TENANT.client_app_id, ""]), "appid": st.sampled_from([TENANT.client_app_id, ""]),
+        "nonce": st.just("n"), "at_hash": st.just("h"),
         "groups": st.lists(st.sampled_from(["11111111-1111-4111-8111-111111111111"]), max_size=1),
         "idtyp": st.sampled_from(["app", "user", "APP"]),
         "hasgroups": st.booleans(),
@@ -208,11 +215,31 @@ def acceptable(header, payload) -> bool:
         return False
     if "_claim_names" in present and not isinstance(present["_claim_names"], dict):
         return False
-    return True
+    # An access token, not an ID token (Microsoft's access and ID token claims references): it
+    # names its client, appid in v1.0 and azp in v2.0, and has none of the ID-token-only claims.
+    if not present.get("appid" if version == "1.0" else "azp") or {"nonce", "at_hash", "c_hash"} & set(payload):
+        return False
+    # And it grants something: a delegated scope or an app role (Microsoft.Identity.Web's default).
+    scopes = [scope for scope in present.get("scp", "").split(" ") if scope]
+    return bool(scopes) or any(present.get("roles", ()))
+
+
+def minted_parts(version="2.0", kind="user", omit=(), **claims):
+    """(header, payload) of a genuine token from the tenant, for the explicit examples."""
+    payload = json.loads(base64.urlsafe_b64decode(TENANT.mint(version=version, kind=kind, claims=claims, omit=omit)
+                                                  .split(".")[1] + "=="))
+    return {"typ": "JWT", "alg": "RS256", "kid": KID}, payload
 
 
 @SETTINGS
 @given(token_parts())
+@example(minted_parts())
+@example(minted_parts(omit=("azp",)))
+@example(minted_parts(version="1.0", omit=("appid",)))
+@example(minted_parts(version="1.0", azp=TENANT.client_app_id, omit=("appid",)))
+@example(minted_parts(nonce="n"))
+@example(minted_parts(scp=" "))
+@example(minted_parts(kind="app", roles=[""]))
 def test_signed_tokens_are_accepted_exactly_when_they_are_well_formed(parts):
     header, payload = parts
     token = sign(header, payload)
@@ -283,6 +310,123 @@ def test_arbitrary_strings_never_escape_the_validator(candidate):
     except GatewayError:
         return
     raise AssertionError(f"accepted {candidate!r}")
+
+
+# --- claims as arbitrary strings, end to end ----------------------------------------------------
+# Every string the gateway reads from a token, as any JSON string at all (lone surrogates, NUL,
+# controls, non-BMP, long), in escaped or raw UTF-8 JSON: the answer is a forward or a 401/403,
+# never a 500; what reaches the origin is printable ASCII that decodes back to the claim, the
+# assertion verifies, and the audit line is JSON any strict reader takes.
+
+ASSERTION_KEY = new_assertion_key()
+ASSERTION_PUBLIC = parse_signing_key(ASSERTION_KEY)[1]
+SIGNING_CONFIG, SIGNING_GATEWAY = build_gateway(HostSigner(parse_signing_key(ASSERTION_KEY)[0]),
+                                                ASSERTION_SIGNING_KEY=ASSERTION_KEY)
+STRING_CLAIMS = ("oid", "tid", "sub", "name", "preferred_username", "upn", "unique_name", "azp", "appid", "scp",
+                 "idtyp", "ver", "iss", "aud", "nonce")
+LIST_CLAIMS = ("roles", "groups")
+HEADER_STRINGS = ("kid", "typ", "alg")
+ODD_STRINGS = [
+    "\ud800", "\udfff", "a\ud83d", "\ude00b", "\ud83d\ude00", "\x00", "\x1b[2J", "\x7f", "\r\n", "\u2028", "\ufeff",
+    "\u00e9", "\U0001f600", "\U0010ffff", "\\ud800", "%", "%25", ",", '"', "<b>&amp;", " ", "", "x" * 3000,
+]
+ANY_STRING = st.text(st.characters() | st.characters(categories=["Cs"]), max_size=16)
+CLAIM_STRINGS = st.one_of(
+    st.sampled_from(ODD_STRINGS), ANY_STRING,
+    st.lists(st.sampled_from(ODD_STRINGS) | ANY_STRING, min_size=2, max_size=4).map("".join),
+)
+# Per kind of token, a request its genuine token is allowed: odd strings then land in a forward
+# as often as in a refusal.
+REQUESTS = {"user": ("GET", "/api/items"), "app": ("POST", "/internal/jobs")}
+
+
+def _unicode(value) -> bool:
+    """Every string (member names too) is Unicode: what a strict JSON reader demands."""
+    if isinstance(value, str):
+        return not any(0xD800 <= ord(ch) <= 0xDFFF for ch in value)
+    if isinstance(value, dict):
+        return all(_unicode(k) and _unicode(v) for k, v in value.items())
+    if isinstance(value, list):
+        return all(map(_unicode, value))
+    return True
+
+
+@st.composite
+def tokens_with_odd_strings(draw):
+    version, kind = draw(st.sampled_from(["1.0", "2.0"])), draw(st.sampled_from(["user", "app"]))
+    header, payload = minted_parts(version=version, kind=kind)
+    for name in draw(st.lists(st.sampled_from(STRING_CLAIMS + LIST_CLAIMS + HEADER_STRINGS + ("member",)),
+                              min_size=1, max_size=3)):
+        if name in LIST_CLAIMS:
+            payload[name] = draw(st.lists(CLAIM_STRINGS, max_size=3)) + list(payload.get(name, ()))[:1]
+        elif name in HEADER_STRINGS:
+            header[name] = draw(CLAIM_STRINGS)
+        elif name == "member":
+            payload[draw(CLAIM_STRINGS)] = draw(CLAIM_STRINGS)
+        else:
+            payload[name] = draw(CLAIM_STRINGS)
+    # Escaped (\uXXXX) or raw: a raw lone surrogate is bytes that are not UTF-8 at all, and
+    # two escaped surrogates in a row may be a pair, which JSON reads as one character.
+    ascii_only, upper_case = draw(st.booleans()), draw(st.booleans())
+    texts = [json.dumps(part, ensure_ascii=ascii_only) for part in (header, payload)]
+    if upper_case:  # json.dumps writes \ud800; other writers write \uD800
+        texts = [_ESCAPE.sub(lambda match: match[0].upper().replace("\\U", "\\u"), text) for text in texts]
+    raw = [text.encode("utf-8", "surrogatepass") for text in texts]
+    return kind, all(map(_means_unicode, raw)), sign(*raw)
+
+
+_ESCAPE = re.compile(r"\\u[0-9a-f]{4}")
+
+
+def _means_unicode(raw: bytes) -> bool:
+    """The JSON text is UTF-8 and every string it holds is Unicode."""
+    try:
+        return _unicode(json.loads(raw.decode("utf-8")))
+    except UnicodeDecodeError:
+        return False
+
+
+def _printable_ascii(text: str) -> bool:
+    return all(0x20 <= ord(ch) <= 0x7E for ch in text)
+
+
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(tokens_with_odd_strings(), st.sampled_from([None, "text/html"]), st.sampled_from([None, "application/grpc"]))
+def test_claims_of_any_string_are_refused_or_carried_safely(case, accept, content_type):
+    kind, unicode_text, token = case
+    method, path = REQUESTS[kind]
+    request = IncomingRequest(method, f"https://gw.example{path}", "r-odd", ("authorization",),
+                              authorization=f"Bearer {token}", accept=accept, content_type=content_type)
+    logged = len(LOGS)
+    result = run(lambda defer: SIGNING_GATEWAY.handle(request, defer))
+    event("forward" if isinstance(result, Forward) else f"refused: {result.code}")
+    assert not any("internal error" in line for line in LOGS[logged:]), LOGS[logged:]
+    if isinstance(result, Forward):
+        assert unicode_text
+        assert all(_printable_ascii(name) and _printable_ascii(value) for name, value in result.add)
+        added, identity = dict(result.add), result.identity
+        for name, claim in (("user-oid", identity.oid), ("subject", identity.sub), ("name", identity.name),
+                            ("username", identity.username), ("client-id", identity.client_id)):
+            assert unquote(added.get("x-entragate-" + name, ""), errors="strict") == (claim or "")
+        assertion = jwt.decode(added["x-entragate-assertion"], jwt.PyJWK(ASSERTION_PUBLIC).key, algorithms=["ES256"],
+                               audience="https://origin.example/base", issuer=SIGNING_CONFIG.assertion_issuer)
+        assert (assertion.get("oid"), assertion.get("name"), assertion["roles"]) == (identity.oid, identity.name,
+                                                                                      list(identity.roles))
+        status = 200
+    else:
+        assert result.status in (401, 403) or (result.status == 200 and result.grpc_status in (7, 16)), result
+        if not unicode_text:  # refused as a token (gRPC: HTTP 200, grpc-status 16)
+            assert result.code in ("invalid_token", "malformed_credential"), result
+            assert (result.status, result.grpc_status) in ((401, None), (200, 16)), result
+        assert all(_printable_ascii(name) and _printable_ascii(value) for name, value in result.headers)
+        if result.body is not None:
+            result.body.encode("utf-8")  # strict: a page or problem JSON any client can read
+        status = result.status
+    line = decision_audit_line(request, result, status, 1.0, time.time())
+    record = json.loads(line)
+    assert line.isascii() and _unicode(record)
+    if result.identity is not None:
+        assert (record["oid"], record["client_id"]) == (result.identity.oid, result.identity.client_id)
 
 
 # --- the path canonicaliser ----------------------------------------------------------------------

@@ -15,6 +15,7 @@ from entragate.errors import AmbiguousPath, InvalidToken
 from entragate.identity import Identity
 from entragate.policy import Decision, Route
 from entragate.target import Target, request_target, split_url
+from entragate.tokens import is_unicode
 
 from .compiler import Compiled, PolicyError, compile_policies, module_text, unreadable
 from .schema import policy_json_schema, tests_json_schema
@@ -141,15 +142,22 @@ def render_condition(node, names: dict) -> str:
     return "(" + joiner.join(render_condition(n, names) for n in node[1]) + ")"
 
 
+def _printable(value) -> str:
+    """A claim as text that cannot drive the terminal (a token's claims are anyone's input)."""
+    text = str(value)
+    return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
+
+
 def _describe_identity(identity: Identity, names: dict) -> str:
     def show(values):
-        return "[" + ", ".join(names.get(v, v) for v in values) + "]"
+        return "[" + ", ".join(_printable(names.get(v, v)) for v in values) + "]"
 
     groups = "overage (too many to list)" if identity.groups_overage and not identity.groups else show(identity.groups)
     if identity.groups_overage and identity.groups:
         groups += " + overage"
     return (
-        f"{identity.kind} token, oid={identity.oid}, tid={identity.tid}, client={identity.client_id}\n"
+        f"{identity.kind} token, oid={_printable(identity.oid)}, tid={_printable(identity.tid)}, "
+        f"client={_printable(identity.client_id)}\n"
         f"          groups={groups} roles={show(identity.roles)} scopes={show(identity.scopes)}"
     )
 
@@ -209,6 +217,8 @@ def cmd_explain(args, out, err) -> int:
     else:
         claims = None
     if claims is not None:
+        if not is_unicode(claims):  # the gateway refuses such a token; printing one would fail
+            raise UsageError("claims are not a valid Entra token payload: a string holds a lone surrogate (not Unicode)")
         try:
             identity = identity_from_claims(claims)
         except InvalidToken as exc:
