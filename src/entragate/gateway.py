@@ -24,7 +24,7 @@ from .policy import Policy
 from .target import Target, request_target, split_url
 from .token_cache import DEFAULT_MAX_ENTRIES, CachingValidator
 from .tokens import TokenValidator
-from .upstream import forwarded_groups, headers_to_strip, identity_headers
+from .upstream import HeaderStripper, forwarded_groups, identity_headers
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +74,8 @@ class Gateway:
         self.sample = sample
         self._request_id_header = config.header_prefix + "request-id"
         self._rule_header = config.header_prefix + "rule"
+        self._headers_to_strip = HeaderStripper(config.header_prefix, config.forward_authorization,
+                                                config.strip_header_names, config.strip_header_families)
 
     async def handle(self, request: IncomingRequest, defer) -> Forward | Answer:
         try:
@@ -104,7 +106,7 @@ class Gateway:
     async def _decide_route(self, request, defer, target: Target, method: str, route) -> Forward | Answer:
         path_and_query = target.path_and_query
         origin = (route.origin or self.config.origin_url).rstrip("/")
-        strip = tuple(headers_to_strip(request.header_names, self.config.header_prefix, self.config.forward_authorization))
+        strip = tuple(self._headers_to_strip(request.header_names))
         request_id_header = (self._request_id_header, request.request_id)
         if route.public:
             return Forward(origin + path_and_query, strip, (request_id_header,), None, route.name, "public")
