@@ -38,6 +38,7 @@ gateway decided on the request line and Host, so the origin must not act on anyt
 """
 
 import re
+import sys
 from urllib.parse import quote
 
 from .identity import Identity
@@ -175,9 +176,10 @@ def identity_headers(identity: Identity, groups: list[str], prefix: str) -> list
         ("groups-overage", "true" if identity.groups_overage else None),
         ("scopes", " ".join(identity.scopes)),
     ]
-    headers = [(prefix + name, header_value(value)) for name, value in fields if value]
+    # Names interned: every remembered identity (gateway.py) shares one copy of each.
+    headers = [(sys.intern(prefix + name), header_value(value)) for name, value in fields if value]
     lists = [("groups", groups), ("roles", identity.roles)]
-    return headers + [(prefix + name, header_list(items)) for name, items in lists if items]
+    return headers + [(sys.intern(prefix + name), header_list(items)) for name, items in lists if items]
 
 
 def referenced_groups(compiled_policy: dict) -> frozenset[str]:
