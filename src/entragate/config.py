@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from .assertion import AssertionKeyError, parse_signing_key
-from .upstream import DEFAULT_PREFIX
+from .upstream import DEFAULT_PREFIX, normalised_name
 
 DEFAULT_AUTHORITY = "https://login.microsoftonline.com"
 DEFAULT_ALGORITHMS = ("RS256",)
@@ -30,6 +30,8 @@ DEFAULT_ASSERTION_ISSUER = "entragate"
 # A verified token is trusted from memory for at most this long (and never past its exp).
 DEFAULT_TOKEN_CACHE_SECONDS = 300
 HEADER_PREFIX = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*-$")
+# A header name as RFC 9110 allows it (a token), before normalisation.
+HEADER_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 MULTI_TENANT_AUTHORITIES = frozenset({"organizations", "common"})
 ANY_TENANT = "*"
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
@@ -63,6 +65,9 @@ class Config:
     assertion_issuer: str
     audit_allow_sample_rate: float
     token_cache_seconds: int
+    # STRIP_HEADERS: client headers the operator also wants removed, beside the built-in list.
+    strip_header_names: frozenset[str] = frozenset()
+    strip_header_families: tuple[str, ...] = ()
 
     @property
     def multi_tenant(self) -> bool:
@@ -134,6 +139,7 @@ class Config:
             assertion_issuer=reader.text("ASSERTION_ISSUER", DEFAULT_ASSERTION_ISSUER),
             audit_allow_sample_rate=reader.fraction("AUDIT_ALLOW_SAMPLE_RATE", 1.0),
             token_cache_seconds=reader.integer("TOKEN_CACHE_SECONDS", DEFAULT_TOKEN_CACHE_SECONDS, 0, 3600),
+            **reader.header_names("STRIP_HEADERS"),
         )
 
 
@@ -225,6 +231,23 @@ class _Reader:
         if not isinstance(keys, list) or not all(isinstance(k, dict) and "d" not in k and "kid" in k for k in keys):
             raise ConfigError(f"{name} must be a JSON array of public JWKs, each with a kid and no private part")
         return tuple(keys)
+
+    def header_names(self, name: str) -> dict:
+        """`x-corp-user, x-sso-*`: exact names, and families (a separator and `*` at the end:
+        the name before them, and every name starting with it and a separator), compared as
+        upstream.py compares names."""
+        names, families = set(), []
+        for item in self.items(name, ()):
+            family = len(item) > 2 and item[-1] == "*" and not item[-2].isalnum()
+            stem = item[:-2] if family else item
+            if not HEADER_TOKEN.match(stem) or not stem[0].isalnum() or not stem[-1].isalnum() or "*" in stem:
+                raise ConfigError(f"{name}: {item!r} is neither a header name nor a prefix ending in '-*' (e.g. 'x-sso-*')")
+            normal = normalised_name(stem)
+            if family:
+                families.append(normal + "-")
+            else:
+                names.add(normal)
+        return {"strip_header_names": frozenset(names), "strip_header_families": tuple(families)}
 
     def integer(self, name: str, default: int, low: int, high: int) -> int:
         raw = self._raw(name)

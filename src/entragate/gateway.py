@@ -7,25 +7,25 @@ The gateway owns the paths under GATEWAY_PATHS (health, assertion keys); they ar
 before any policy, so a policy cannot expose or hide them.
 """
 
-import functools
 import json
 import random
 from dataclasses import dataclass
 
 from .assertion import assertion_claims, sign_assertion
 from .audit import audit_line
+from .bounded import BoundedMap, strings_bytes
 from .config import Config
 from .credential import extract_bearer
 from .denials import Answer, client_kind, deny, from_error, insufficient_scope_challenge
 from .errors import GatewayError, KeysUnavailable
 from .flights import share_locally
-from .identity import Identity
+from .identity import Identity, estimated_bytes
 from .keys import IssuerKeys
 from .policy import Policy
 from .target import Target, request_target, split_url
 from .token_cache import DEFAULT_MAX_ENTRIES, CachingValidator
 from .tokens import TokenValidator
-from .upstream import forwarded_groups, headers_to_strip, identity_headers
+from .upstream import HeaderStripper, forwarded_groups, identity_headers
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,12 +53,33 @@ class Forward:
 UNAUDITED = frozenset({"health", "jwks"})
 
 
-@functools.lru_cache(maxsize=DEFAULT_MAX_ENTRIES)
-def _identity_part(identity: Identity, prefix: str, policy_groups: frozenset[str]):
+# The identity-header memo's budget (bounded.py): its entries hold the Identity too (as the
+# key), so a user in 200 groups with 80 roles costs ~34 KB here (~245 such users fit) and an
+# ordinary one ~2.8 KB (~3000). Headers of an identity left out are rebuilt (tens of µs).
+# With the token cache's 16 MiB: 24 MiB of the isolate's 128 MB at most.
+IDENTITY_PARTS_MAX_BYTES = 8 * 1024 * 1024
+# The part object, its header tuple and one (name, value) tuple per header (the names are
+# shared by every part: upstream.identity_headers interns them).
+IDENTITY_PART_OVERHEAD_BYTES = 200
+HEADER_OVERHEAD_BYTES = 80
+
+
+class IdentityPart:
     """(forwarded groups, identity headers): fixed for an identity, so a token seen again
     (an identical Identity from the token cache) does not rebuild them."""
-    groups = forwarded_groups(identity, policy_groups)
-    return groups, tuple(identity_headers(identity, groups, prefix))
+
+    __slots__ = ("groups", "headers", "size")
+
+    def __init__(self, identity: Identity, prefix: str, policy_groups: frozenset[str]):
+        self.groups = forwarded_groups(identity, policy_groups)
+        self.headers = tuple(identity_headers(identity, self.groups, prefix))
+        # The identity (held as the memo's key: the token cache may since have let it go) and
+        # the header values that are new strings (most are the identity's own, passed as is).
+        own = {id(value) for value in (identity.oid, identity.tid, identity.sub, identity.name, identity.username,
+                                       identity.client_id, identity.kind)}
+        values = tuple(value for _, value in self.headers if id(value) not in own)
+        self.size = (IDENTITY_PART_OVERHEAD_BYTES + estimated_bytes(identity) + 8 * len(self.groups)
+                     + len(self.headers) * HEADER_OVERHEAD_BYTES + strings_bytes(values))
 
 
 class Gateway:
@@ -75,6 +96,9 @@ class Gateway:
         self.sample = sample
         self._request_id_header = config.header_prefix + "request-id"
         self._rule_header = config.header_prefix + "rule"
+        self._identity_parts = BoundedMap(DEFAULT_MAX_ENTRIES, IDENTITY_PARTS_MAX_BYTES)
+        self._headers_to_strip = HeaderStripper(config.header_prefix, config.forward_authorization,
+                                                config.strip_header_names, config.strip_header_families)
 
     async def handle(self, request: IncomingRequest, defer) -> Forward | Answer:
         try:
@@ -105,7 +129,7 @@ class Gateway:
     async def _decide_route(self, request, defer, target: Target, method: str, route) -> Forward | Answer:
         path_and_query = target.path_and_query
         origin = (route.origin or self.config.origin_url).rstrip("/")
-        strip = tuple(headers_to_strip(request.header_names, self.config.header_prefix, self.config.forward_authorization))
+        strip = tuple(self._headers_to_strip(request.header_names))
         request_id_header = (self._request_id_header, request.request_id)
         if route.public:
             return Forward(origin + path_and_query, strip, (request_id_header,), None, route.name, "public")
@@ -118,8 +142,12 @@ class Gateway:
             return _refuse(request, 403, decision.reason, "not allowed by policy", challenge, rule=route.name,
                            identity=identity)
 
-        groups, headers = _identity_part(identity, self.config.header_prefix, self.policy_groups)
-        add = [request_id_header, (self._rule_header, route.name), *headers]
+        part = self._identity_parts.get(identity)
+        if part is None:
+            part = IdentityPart(identity, self.config.header_prefix, self.policy_groups)
+            self._identity_parts.put(identity, part)
+        groups = part.groups
+        add = [request_id_header, (self._rule_header, route.name), *part.headers]
         if self.signer is not None:
             claims = assertion_claims(
                 identity, groups, issuer=self.config.assertion_issuer, audience=origin, now=self.clock(),

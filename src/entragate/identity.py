@@ -2,6 +2,8 @@
 
 from dataclasses import dataclass
 
+from .bounded import strings_bytes
+
 USER = "user"
 APP = "app"
 
@@ -29,3 +31,18 @@ class Identity:
     audience: str
     expires_at: float  # exp
     not_before: float = 0.0  # the later of nbf and iat (0 if neither)
+
+
+# The Identity object itself (17 slots), its three tuples and two floats, beside its strings
+# (bounded.py: CPython 64-bit sizes; tests/host/test_memory.py checks them with tracemalloc).
+IDENTITY_OVERHEAD_BYTES = 400
+
+
+def estimated_bytes(identity: Identity) -> int:
+    """What holding this Identity costs, estimated from its strings (`kind` is a shared constant)."""
+    scalars = tuple(value for value in (
+        identity.oid, identity.tid, identity.sub, identity.name, identity.username, identity.client_id,
+        identity.version, identity.issuer, identity.audience,
+    ) if value)
+    return (IDENTITY_OVERHEAD_BYTES + strings_bytes(scalars) + strings_bytes(identity.groups)
+            + strings_bytes(identity.roles) + strings_bytes(identity.scopes))

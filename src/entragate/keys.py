@@ -25,7 +25,14 @@ from .errors import KeysUnavailable
 from .flights import share_locally
 
 STORE_FORMAT = 1
+# Memory (bounded.py): a key set holds at most MAX_KEYS keys of bounded size, ~2.3 KB each at
+# most (kid 128 + n 1366 + e 12 + issuer 256 characters, and the dict around them): ~150 KB
+# per issuer, two issuers. platform_io's imported-key cache (128 keys) holds the same strings.
 MAX_KEYS = 64
+MAX_KID_LENGTH = 128  # a token's kid is no longer (tokens.py), so a longer one is never used
+MAX_MODULUS_CHARS = 1366  # base64url of an 8192-bit RSA modulus (Entra's are 2048-bit: 342)
+MAX_EXPONENT_CHARS = 12
+MAX_ISSUER_CHARS = 256
 
 
 class KeyFetchError(Exception):
@@ -75,8 +82,12 @@ def _parse_jwks(document) -> dict:
         kid, n, e = jwk.get("kid"), jwk.get("n"), jwk.get("e")
         if not all(isinstance(value, str) and value for value in (kid, n, e)):
             continue
+        if len(kid) > MAX_KID_LENGTH or len(n) > MAX_MODULUS_CHARS or len(e) > MAX_EXPONENT_CHARS:
+            continue
         key = {"kty": "RSA", "kid": kid, "n": n, "e": e}
         if isinstance(jwk.get("issuer"), str):
+            if len(jwk["issuer"]) > MAX_ISSUER_CHARS:
+                continue  # dropping only the issuer would drop the check it asks for
             key["issuer"] = jwk["issuer"]
         keys[kid] = key
         if len(keys) == MAX_KEYS:

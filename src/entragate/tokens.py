@@ -22,7 +22,7 @@ from .config import GUID, Config
 from .credential import require_compact_jws
 from .errors import InvalidToken
 from .identity import Identity
-from .keys import IssuerKeys
+from .keys import MAX_KID_LENGTH, IssuerKeys
 
 # Header parameters that would make the verifier trust key material or processing rules
 # taken from the token itself (RFC 8725 §3.10, RFC 7515 §4.1.11), or nest another token.
@@ -30,7 +30,6 @@ FORBIDDEN_HEADERS = frozenset({"jwk", "jku", "x5u", "x5c", "crit", "b64", "cty",
 TIME_CLAIMS = ("exp", "nbf", "iat")
 # A NumericDate beyond year 9999 is not a time (and overflows datetime on some paths).
 MAX_NUMERIC_DATE = 253402300799
-MAX_KID_LENGTH = 128
 
 # Access token or ID token? Entra signs both with the same keys and the same issuer, and an
 # ID token's `aud` is the app's client id, which is also a valid audience of its API: only the

@@ -30,28 +30,54 @@ characters other than letters and digits read as one `-`, starts with the prefix
 prefix without its last `-`) is removed:
 WSGI/CGI servers turn `X_Entragate_User` into the same variable as `X-Entragate-User`, and
 lighttpd's CGI/FastCGI/SCGI encoding maps every non-alphanumeric (`X-Entragate.User`) to `_`.
-Removed in the same way are well-known identity headers of other proxies
-that an origin might trust by mistake, and headers with which some origin frameworks
-replace the request's path, host or method (ROUTING_OVERRIDE_HEADERS): the gateway decided
-on the request line and Host, so the origin must not act on anything else.
+Removed in the same way are the identity headers of other proxies and platforms that an
+origin moved behind entragate might still trust (LOOKALIKE_IDENTITY_FAMILIES, by prefix, and
+LOOKALIKE_IDENTITY_HEADERS), the operator's own (STRIP_HEADERS), and headers with which some
+origin frameworks replace the request's path, host or method (ROUTING_OVERRIDE_HEADERS): the
+gateway decided on the request line and Host, so the origin must not act on anything else.
 """
 
 import re
+import sys
 from urllib.parse import quote
 
 from .identity import Identity
 
 DEFAULT_PREFIX = "x-entragate-"
 MAX_FORWARDED_GROUPS = 64
-# Identity headers set by other proxies and platforms (oauth2-proxy, Azure App Service
-# Easy Auth, generic SSO setups): never let a client supply them.
+# Identity headers that other proxies and platforms set for their origins. An origin moved
+# behind entragate from one of them may still trust these, so a client must never supply
+# them. A family (a name ending in "-") is stripped by prefix: the name without its last "-"
+# and every name starting with it. Sources: each product's documentation (see SECURITY.md).
+LOOKALIKE_IDENTITY_FAMILIES = (
+    "cf-access-",                   # Cloudflare Access: Cf-Access-Jwt-Assertion, -Authenticated-User-Email,
+                                    # service-token Cf-Access-Client-Id/-Secret (not cf-connecting-ip, cf-ray, ...)
+    "x-goog-authenticated-user-",   # Google IAP: X-Goog-Authenticated-User-Email/-Id
+    "x-goog-iap-",                  # Google IAP: X-Goog-Iap-Jwt-Assertion
+    "x-amzn-oidc-",                 # AWS ALB authenticate-oidc: X-Amzn-Oidc-Accesstoken/-Identity/-Data
+    "x-amzn-ava-",                  # AWS Verified Access: X-Amzn-Ava-User-Context
+    "x-ms-client-principal-",       # Azure App Service Easy Auth: X-MS-CLIENT-PRINCIPAL(-ID/-NAME/-IDP)
+    "x-ms-token-",                  # Easy Auth provider tokens: X-MS-TOKEN-AAD-ACCESS-TOKEN, -ID-TOKEN, ...
+    "remote-",                      # Authelia and similar forward-auth: Remote-User/-Groups/-Email/-Name
+    "x-remote-",                    # Kubernetes / OpenShift request-header auth: X-Remote-User/-Group/-Extra-*
+    "x-authentik-",                 # authentik proxy outpost: X-authentik-username/-groups/-email/-uid/-jwt/-meta-*
+    "x-pomerium-",                  # Pomerium: X-Pomerium-Jwt-Assertion, X-Pomerium-Claim-*
+    "tailscale-",                   # Tailscale Serve / nginx-auth: Tailscale-User-Login/-Name/-Profile-Pic, ...
+    "x-auth-request-",              # oauth2-proxy --set-xauthrequest: X-Auth-Request-User/-Email/-Groups/...
+    "x-vouch-",                     # Vouch Proxy: X-Vouch-User, X-Vouch-Idp-Claims-*
+    "x-webauth-",                   # Grafana's auth proxy convention: X-WEBAUTH-USER/-EMAIL/-NAME/-ROLE/-GROUPS
+    "x-consumer-",                  # Kong / APISIX: X-Consumer-Id/-Username/-Custom-Id/-Groups
+    "x-authenticated-",             # Kong OAuth2 / LDAP: X-Authenticated-Userid/-Scope/-Groups
+)
+# Single names of families that also hold ordinary headers (x-forwarded-for, -proto stay).
 LOOKALIKE_IDENTITY_HEADERS = frozenset({
+    # oauth2-proxy --pass-user-headers / --pass-access-token
     "x-forwarded-user", "x-forwarded-email", "x-forwarded-groups", "x-forwarded-preferred-username",
-    "x-forwarded-access-token", "x-auth-request-user", "x-auth-request-email", "x-auth-request-groups",
-    "x-auth-request-preferred-username", "x-auth-request-access-token", "x-ms-client-principal",
-    "x-ms-client-principal-id", "x-ms-client-principal-name", "x-ms-client-principal-idp",
-    "x-ms-token-aad-access-token", "x-ms-token-aad-id-token", "remote-user", "x-remote-user",
-    "x-user", "x-email",
+    "x-forwarded-access-token",
+    # Kong / APISIX
+    "x-credential-identifier", "x-anonymous-consumer",
+    # generic SSO setups (nginx auth_request examples, Pomerium's jwt_claims_headers examples)
+    "x-user", "x-email", "x-username",
 })
 # Headers that make some origin frameworks route on another path, host or method than the
 # request line and Host the policy decided on: IIS URL Rewrite / Symfony / Laravel / Zend
@@ -87,38 +113,51 @@ def header_list(items) -> str:
 _SEPARATORS = re.compile(r"[^a-z0-9]+")
 
 
-def _normalised(name: str) -> str:
+def normalised_name(name: str) -> str:
+    """Lower-cased, every run of characters other than letters and digits read as one "-":
+    the spellings WSGI/CGI servers (and lighttpd) merge into one variable."""
     return _SEPARATORS.sub("-", name.lower())
 
 
 # Clients send the same few dozen header names over and over: remember each name's verdict.
-# Bounded, since names are attacker-chosen; a full memo is simply started again.
+# Bounded, since names are attacker-chosen: at most MAX_REMEMBERED_NAMES names of at most
+# MAX_REMEMBERED_NAME_LENGTH characters (~1024 x (128 + ~120 bytes of str and dict slot)
+# = 0.25 MB at worst); a longer name is judged afresh each time, and the oldest goes first.
 MAX_REMEMBERED_NAMES = 1024
-_verdicts: dict[tuple[str, str, bool], bool] = {}
+MAX_REMEMBERED_NAME_LENGTH = 128
 
 
-def _must_strip(name: str, prefix: str, forward_authorization: bool) -> bool:
-    normal = _normalised(name)
-    if (normal + "-").startswith(_normalised(prefix)):
-        return True
-    if normal in LOOKALIKE_IDENTITY_HEADERS or normal in ROUTING_OVERRIDE_HEADERS:
-        return True
-    return normal == "authorization" and not forward_authorization
+class HeaderStripper:
+    """Which client headers must not reach the origin: every spelling of the identity prefix,
+    the lookalike families and names above, routing overrides, the operator's additions
+    (STRIP_HEADERS), and Authorization unless it is to be forwarded."""
 
+    def __init__(self, prefix: str, forward_authorization: bool, names=frozenset(), families=()):
+        names = LOOKALIKE_IDENTITY_HEADERS | ROUTING_OVERRIDE_HEADERS | frozenset(names)
+        self._names = names if forward_authorization else names | {"authorization"}
+        # A family matches its name without the last "-" too: (name + "-").startswith(family).
+        self._families = (normalised_name(prefix), *LOOKALIKE_IDENTITY_FAMILIES, *families)
+        self._verdicts: dict[str, bool] = {}
 
-def headers_to_strip(names, prefix: str, forward_authorization: bool) -> list[str]:
-    """Names (as sent) of client headers that must not reach the origin."""
-    strip = []
-    for name in names:
-        key = (name, prefix, forward_authorization)
-        verdict = _verdicts.get(key)
-        if verdict is None:
-            if len(_verdicts) >= MAX_REMEMBERED_NAMES:
-                _verdicts.clear()
-            verdict = _verdicts[key] = _must_strip(name, prefix, forward_authorization)
-        if verdict:
-            strip.append(name)
-    return strip
+    def must_strip(self, name: str) -> bool:
+        normal = normalised_name(name)
+        return normal in self._names or (normal + "-").startswith(self._families)
+
+    def __call__(self, names) -> list[str]:
+        """Names (as sent) of client headers that must not reach the origin."""
+        verdicts = self._verdicts
+        strip = []
+        for name in names:
+            verdict = verdicts.get(name)
+            if verdict is None:
+                verdict = self.must_strip(name)
+                if len(name) <= MAX_REMEMBERED_NAME_LENGTH:
+                    if len(verdicts) >= MAX_REMEMBERED_NAMES:
+                        del verdicts[next(iter(verdicts))]
+                    verdicts[name] = verdict
+            if verdict:
+                strip.append(name)
+        return strip
 
 
 def forwarded_groups(identity: Identity, policy_groups: frozenset[str]) -> list[str]:
@@ -137,9 +176,10 @@ def identity_headers(identity: Identity, groups: list[str], prefix: str) -> list
         ("groups-overage", "true" if identity.groups_overage else None),
         ("scopes", " ".join(identity.scopes)),
     ]
-    headers = [(prefix + name, header_value(value)) for name, value in fields if value]
+    # Names interned: every remembered identity (gateway.py) shares one copy of each.
+    headers = [(sys.intern(prefix + name), header_value(value)) for name, value in fields if value]
     lists = [("groups", groups), ("roles", identity.roles)]
-    return headers + [(prefix + name, header_list(items)) for name, items in lists if items]
+    return headers + [(sys.intern(prefix + name), header_list(items)) for name, items in lists if items]
 
 
 def referenced_groups(compiled_policy: dict) -> frozenset[str]:

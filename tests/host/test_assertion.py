@@ -1,14 +1,11 @@
-"""The signed identity assertion: key parsing, signing (host signer), the published key set,
-and the origin-side helper's refusals."""
+"""The signed identity assertion: key parsing, signing (host signer), the published key set.
+The origin-side verifier is tested in test_assertion_verifier.py."""
 
 import asyncio
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import jwt
 import pytest
-from entragate_assertion import AssertionVerifier
 from entragate_tools.host_crypto import HostSigner, HostVerifier, new_assertion_key
 
 from entragate.assertion import AssertionKeyError, assertion_claims, parse_signing_key, sign_assertion, thumbprint
@@ -64,39 +61,3 @@ def test_jwks_serves_the_current_key_and_the_published_ones():
     keys = json.loads(gateway.assertion_jwks().body)["keys"]
     assert [k["kid"] for k in keys] == [config.assertion_public_jwk["kid"], next_public["kid"]]
     assert all("d" not in k for k in keys)
-
-
-@pytest.fixture
-def jwks_server():
-    keys = {"keys": []}
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self):
-            body = json.dumps(keys).encode()
-            self.send_response(200)
-            self.send_header("content-type", "application/json")
-            self.send_header("content-length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield keys, f"http://127.0.0.1:{server.server_address[1]}/jwks.json"
-    server.shutdown()
-
-
-def test_origin_helper_refuses_unknown_kid_and_unreachable_jwks_as_invalid_tokens(jwks_server):
-    keys, url = jwks_server
-    private, public = parse_signing_key(new_assertion_key())
-    claims = assertion_claims(IDENTITY, [], issuer="entragate", audience="https://o", now=__import__("time").time(),
-                              request_id="r", method="GET", url="https://o/p", rule="api")
-    token = sign(private, claims)
-    with pytest.raises(jwt.InvalidTokenError):
-        AssertionVerifier(url, audience="https://o").verify(token)  # key not published
-    keys["keys"].append(public)
-    assert AssertionVerifier(url, audience="https://o").verify(token, method="GET", path="/p")["oid"] == "o"
-    with pytest.raises(jwt.InvalidTokenError):
-        AssertionVerifier("http://127.0.0.1:9/jwks.json", audience="https://o").verify(token)

@@ -52,3 +52,16 @@ def test_https_and_loopback_authorities_are_accepted(authority):
 
 def test_origin_may_be_plain_http():
     assert config(ORIGIN_URL="http://origin.internal:8080").origin_url == "http://origin.internal:8080"
+
+
+def test_strip_headers_names_and_families_are_normalised():
+    read = config(STRIP_HEADERS=" X-Corp-User , x_sso_* , x.team.id, X-Auth-* ")
+    assert read.strip_header_names == {"x-corp-user", "x-team-id"}
+    assert read.strip_header_families == ("x-sso-", "x-auth-")
+    assert config().strip_header_names == frozenset() and config().strip_header_families == ()
+
+
+@pytest.mark.parametrize("value", ["*", "-*", "x-*-y", "x-sso*", "x sso", "x-sso-**", "x:y", "é-user", "-x", "x-", ",,"])
+def test_strip_headers_refuses_what_is_not_a_name_or_prefix(value):
+    with pytest.raises(ConfigError, match="STRIP_HEADERS"):
+        config(STRIP_HEADERS=value)

@@ -58,3 +58,28 @@ def test_request_target_refuses_what_has_no_single_reading(url):
 
     with pytest.raises(AmbiguousPath):
         request_target(url)
+
+
+def test_forward_strips_other_gateways_and_the_operators_headers_on_every_route():
+    import asyncio
+    import json
+
+    from entragate_tools.compiler import compile_policies
+    from entragate_tools.host_crypto import HostVerifier
+    from fixtures.host_gateway import ENV, PROJECT_POLICIES, OfflineHttp
+
+    from entragate.config import Config
+    from entragate.gateway import IncomingRequest, assemble
+    from entragate.policy import Policy
+
+    config = Config.from_env({**ENV, "STRIP_HEADERS": "X-Corp-User, x-sso-*"}.get)
+    policy = Policy.from_json(json.loads(compile_policies(PROJECT_POLICIES).json_text))
+    gateway = assemble(config, policy, http=OfflineHttp(), store=None, verifier=HostVerifier(), clock=lambda: 0,
+                       log=lambda message: None)
+    sent = ("Accept", "CF-Connecting-IP", "Cf-Access-Jwt-Assertion", "X_Goog_Authenticated_User_Email",
+            "x-corp-user", "X.SSO.Groups", "X-Pomerium-Claim-Email", "Cookie")
+    request = IncomingRequest(method="GET", url="https://app.example.net/healthz", request_id="r", header_names=sent)
+    result = asyncio.run(gateway.handle(request, lambda coroutine: coroutine.close()))
+    assert isinstance(result, Forward)
+    assert result.strip == ("Cf-Access-Jwt-Assertion", "X_Goog_Authenticated_User_Email", "x-corp-user",
+                            "X.SSO.Groups", "X-Pomerium-Claim-Email")

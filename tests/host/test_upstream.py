@@ -8,8 +8,9 @@ from hypothesis import strategies as st
 
 from entragate.identity import APP, Identity
 from entragate.upstream import (
-    _SAFE, _SAFE_IN_LIST, MAX_FORWARDED_GROUPS, forwarded_groups, header_list, header_value,
-    headers_to_strip, identity_headers, referenced_groups,
+    _SAFE, _SAFE_IN_LIST, LOOKALIKE_IDENTITY_FAMILIES, LOOKALIKE_IDENTITY_HEADERS, MAX_FORWARDED_GROUPS,
+    MAX_REMEMBERED_NAME_LENGTH, MAX_REMEMBERED_NAMES, ROUTING_OVERRIDE_HEADERS, HeaderStripper, forwarded_groups,
+    header_list, header_value, identity_headers, referenced_groups,
 )
 
 IDENTITY = Identity(
@@ -19,11 +20,15 @@ IDENTITY = Identity(
 )
 
 
+def headers_to_strip(names, prefix="x-entragate-", forward_authorization=True, **extra):
+    return HeaderStripper(prefix, forward_authorization, **extra)(names)
+
+
 def test_strips_prefix_in_any_case_and_underscore_form_and_lookalikes():
     names = ["X-Entragate-User-Oid", "x_entragate_roles", "X_ENTRAGATE_GROUPS", "X-Forwarded-User",
              "x-ms-client-principal-name", "Authorization", "Accept", "X-Entragatex", "Cookie"]
-    assert headers_to_strip(names, "x-entragate-", forward_authorization=False) == names[:6]
-    assert "Authorization" not in headers_to_strip(names, "x-entragate-", forward_authorization=True)
+    assert headers_to_strip(names, forward_authorization=False) == names[:6]
+    assert "Authorization" not in headers_to_strip(names, forward_authorization=True)
 
 
 @pytest.mark.parametrize("name", [
@@ -33,12 +38,110 @@ def test_strips_prefix_in_any_case_and_underscore_form_and_lookalikes():
 def test_any_separator_spelling_of_a_protected_name_is_stripped(name):
     # lighttpd's CGI/FastCGI variable names map every non-alphanumeric to "_", so
     # "X-Entragate.User-Oid" arrives as HTTP_X_ENTRAGATE_USER_OID, the same as ours.
-    assert headers_to_strip([name, "Accept"], "x-entragate-", forward_authorization=True) == [name]
+    assert headers_to_strip([name, "Accept"]) == [name]
 
 
 @pytest.mark.parametrize("name", ["X-Entragatex", "X-Entragate2-User", "Xentragate-User", "Accept-Entragate-User"])
 def test_names_that_only_resemble_the_prefix_are_kept(name):
-    assert headers_to_strip([name], "x-entragate-", forward_authorization=True) == []
+    assert headers_to_strip([name]) == []
+
+
+# The identity headers each product sets for its origins, as its documentation names them
+# (docs/SECURITY.md lists the sources). Every one must be stripped in every spelling.
+OTHER_GATEWAYS = {
+    "Cloudflare Access": ["Cf-Access-Jwt-Assertion", "Cf-Access-Authenticated-User-Email", "Cf-Access-Client-Id",
+                          "Cf-Access-Client-Secret"],
+    "Google IAP": ["X-Goog-Authenticated-User-Email", "X-Goog-Authenticated-User-Id", "X-Goog-Iap-Jwt-Assertion"],
+    "AWS ALB OIDC": ["X-Amzn-Oidc-Accesstoken", "X-Amzn-Oidc-Identity", "X-Amzn-Oidc-Data"],
+    "AWS Verified Access": ["X-Amzn-Ava-User-Context"],
+    "Azure Easy Auth": ["X-MS-CLIENT-PRINCIPAL", "X-MS-CLIENT-PRINCIPAL-ID", "X-MS-CLIENT-PRINCIPAL-NAME",
+                        "X-MS-CLIENT-PRINCIPAL-IDP", "X-MS-TOKEN-AAD-ACCESS-TOKEN", "X-MS-TOKEN-AAD-ID-TOKEN",
+                        "X-MS-TOKEN-AAD-REFRESH-TOKEN", "X-MS-TOKEN-AAD-EXPIRES-ON", "X-MS-TOKEN-GOOGLE-ACCESS-TOKEN"],
+    "Authelia": ["Remote-User", "Remote-Groups", "Remote-Email", "Remote-Name"],
+    "Kubernetes request-header": ["X-Remote-User", "X-Remote-Group", "X-Remote-Extra-Scopes"],
+    "authentik": ["X-authentik-username", "X-authentik-groups", "X-authentik-entitlements", "X-authentik-email",
+                  "X-authentik-name", "X-authentik-uid", "X-authentik-jwt", "X-authentik-meta-app"],
+    "Pomerium": ["X-Pomerium-Jwt-Assertion", "X-Pomerium-Claim-Email", "X-Pomerium-Claim-Groups"],
+    "Tailscale": ["Tailscale-User-Login", "Tailscale-User-Name", "Tailscale-User-Profile-Pic", "Tailscale-Headers-Info",
+                  "Tailscale-App-Capabilities", "Tailscale-Login", "Tailscale-Tailnet"],
+    "oauth2-proxy": ["X-Auth-Request-User", "X-Auth-Request-Email", "X-Auth-Request-Groups",
+                     "X-Auth-Request-Preferred-Username", "X-Auth-Request-Access-Token", "X-Forwarded-User",
+                     "X-Forwarded-Email", "X-Forwarded-Groups", "X-Forwarded-Preferred-Username",
+                     "X-Forwarded-Access-Token"],
+    "Vouch Proxy": ["X-Vouch-User", "X-Vouch-Success", "X-Vouch-Idp-Claims-Email"],
+    "Grafana auth proxy": ["X-WEBAUTH-USER", "X-WEBAUTH-EMAIL", "X-WEBAUTH-NAME", "X-WEBAUTH-ROLE", "X-WEBAUTH-GROUPS"],
+    "Kong / APISIX": ["X-Consumer-Id", "X-Consumer-Username", "X-Consumer-Custom-Id", "X-Credential-Identifier",
+                      "X-Anonymous-Consumer", "X-Authenticated-Userid", "X-Authenticated-Scope"],
+    "generic": ["X-User", "X-Email", "X-Username"],
+}
+SPELLINGS = {
+    "as documented": lambda n: n,
+    "lower": str.lower,
+    "upper": str.upper,
+    "underscores": lambda n: n.replace("-", "_"),
+    "dots": lambda n: n.replace("-", "."),
+    "mixed separators": lambda n: "_.".join(n.split("-", 1)) if "-" in n else n + ".",
+}
+
+
+@pytest.mark.parametrize("product", sorted(OTHER_GATEWAYS))
+@pytest.mark.parametrize("spelling", sorted(SPELLINGS))
+def test_identity_headers_of_other_gateways_are_stripped_in_every_spelling(product, spelling):
+    names = [SPELLINGS[spelling](name) for name in OTHER_GATEWAYS[product]]
+    assert headers_to_strip(names + ["Accept"]) == names
+
+
+def test_every_documented_family_and_name_is_exercised():
+    """A family or name added to upstream.py without a product test above fails here."""
+    tested = {HeaderStripper("x-entragate-", True).must_strip(n) for names in OTHER_GATEWAYS.values() for n in names}
+    assert tested == {True}
+    seen = [n.lower() + "-" for names in OTHER_GATEWAYS.values() for n in names]
+    assert all(any(s.startswith(family) for s in seen) for family in LOOKALIKE_IDENTITY_FAMILIES)
+    assert LOOKALIKE_IDENTITY_HEADERS <= {n.lower() for names in OTHER_GATEWAYS.values() for n in names}
+
+
+ORDINARY = [
+    "Accept", "Accept-Encoding", "Accept-Language", "Content-Type", "Content-Length", "Cookie", "User-Agent",
+    "Origin", "Referer", "If-None-Match", "Cache-Control", "Traceparent", "Idempotency-Key", "X-Request-Id",
+    "X-Correlation-Id", "X-Forwarded-For", "X-Forwarded-Proto", "X-Real-IP", "True-Client-IP",
+    # Cloudflare's own request headers: the edge sets or overwrites them; only cf-access-* is stripped.
+    "CF-Connecting-IP", "CF-Connecting-IPv6", "CF-IPCountry", "CF-Ray", "CF-Visitor", "CF-Worker", "CDN-Loop",
+    # Names that merely begin like a family without its separator.
+    "X-Goog-Api-Key", "X-Goog-User-Project", "X-Amzn-Trace-Id", "X-MS-Client-Request-Id", "Remoteuser",
+    "X-Users", "X-Emails", "X-Pomeriumx", "Tailscalex-User", "X-Consumers", "X-Vouched", "X-Authenticatedx",
+    "Sec-Fetch-Mode", "Upgrade", "Te",
+]
+
+
+@pytest.mark.parametrize("name", ORDINARY)
+def test_ordinary_headers_pass(name):
+    assert headers_to_strip([name, name.lower(), name.upper()], forward_authorization=False) == []
+
+
+def test_operator_added_names_and_families_are_stripped_in_every_spelling():
+    strip = HeaderStripper("x-entragate-", True, names=frozenset({"x-corp-user"}), families=("x-sso-",))
+    names = ["X-Corp-User", "x_corp_user", "X.CORP.USER", "X-Sso", "X-SSO-Email", "x_sso_groups", "x.sso.claim.a"]
+    assert strip(names + ["X-Corp-Users", "X-Ssox", "Accept"]) == names
+
+
+def test_routing_overrides_and_authorization():
+    for name in ROUTING_OVERRIDE_HEADERS:
+        assert headers_to_strip([name.upper().replace("-", "_")]) == [name.upper().replace("-", "_")]
+    assert headers_to_strip(["AUTHORIZATION", "authorization"], forward_authorization=False) == ["AUTHORIZATION", "authorization"]
+    assert headers_to_strip(["Authorization"], forward_authorization=True) == []
+    assert headers_to_strip(["Proxy-Authorization", "Authorization-X"], forward_authorization=False) == []
+
+
+def test_verdict_memo_is_bounded_by_entries_and_name_length_oldest_out_first():
+    strip = HeaderStripper("x-entragate-", True)
+    strip(["Accept"])
+    strip([f"X-Flood-{n}" for n in range(MAX_REMEMBERED_NAMES)])
+    assert len(strip._verdicts) == MAX_REMEMBERED_NAMES and "Accept" not in strip._verdicts
+    assert "X-Flood-1" in strip._verdicts and "X-Flood-0" in strip._verdicts
+    long_names = ["X-Entragate-" + "a" * MAX_REMEMBERED_NAME_LENGTH, "X-" + "b" * MAX_REMEMBERED_NAME_LENGTH]
+    assert strip(long_names) == long_names[:1]  # judged every time, never remembered
+    assert not set(long_names) & set(strip._verdicts)
+    assert sum(map(len, strip._verdicts)) <= MAX_REMEMBERED_NAMES * MAX_REMEMBERED_NAME_LENGTH
 
 
 def test_identity_headers_encode_values_so_nothing_can_be_injected():

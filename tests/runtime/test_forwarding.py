@@ -129,10 +129,18 @@ def test_client_sent_identity_headers_are_stripped_in_every_spelling(stack):
         ("X~Entragate~Groups", "attacker-tilde"),
         ("X-Entragate", "attacker-bare-prefix"),
         ("X--Entragate--Name", "attacker-double-dash"),
+        # Other gateways' identity headers, by family (upstream.LOOKALIKE_IDENTITY_FAMILIES).
+        ("Cf-Access-Jwt-Assertion", "attacker-cf"),
+        ("X_Goog_Authenticated_User_Email", "attacker-iap"),
+        ("X-Amzn-Oidc-Identity", "attacker-alb"),
+        ("X-Pomerium-Claim-Email", "attacker-pomerium"),
+        ("Tailscale-User-Login", "attacker-tailscale"),
+        ("X.MS.TOKEN.AAD.ACCESS.TOKEN", "attacker-easyauth"),
     ]
     # Controls: the same odd spellings outside the prefix do reach the origin, so the ones
     # above were stripped by the gateway, not dropped on the way.
-    controls = [("X.Note-Dot", "control-dot"), ("X~Note~Tilde", "control-tilde"), ("X--Note--Dash", "control-dash")]
+    controls = [("X.Note-Dot", "control-dot"), ("X~Note~Tilde", "control-tilde"), ("X--Note--Dash", "control-dash"),
+                ("X-Goog-Api-Key", "control-goog"), ("X-Amzn-Trace-Id", "control-amzn")]
     status, headers, body = raw_request(stack, "GET", "/api/me",
                                         [("Authorization", f"Bearer {token}"), *spoofed, *controls])
     assert status == 200
