@@ -80,9 +80,12 @@ def offline_environment(bundle_dir: Path) -> dict[str, str]:
     }
 
 
-def offline_command(config: Path, wrangler_args: list[str]) -> list[str]:
-    command = [str(WRANGLER), "dev", "--config", str(config)]
-    for flag in compatibility_flags(config):
+def offline_command(configs: list[Path], wrangler_args: list[str]) -> list[str]:
+    """The first config is the Worker served; the flags on the command line apply to it."""
+    command = [str(WRANGLER), "dev"]
+    for config in configs:
+        command += ["--config", str(config)]
+    for flag in compatibility_flags(configs[0]):
         command += ["--compatibility-flags", flag]
     return command + wrangler_args
 
@@ -92,12 +95,16 @@ def main(argv: list[str]) -> int:
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--offline", action="store_true", help="run with the development Pyodide bundle")
     mode.add_argument("--online", action="store_true", help="run plain `pywrangler dev`")
-    parser.add_argument("--config", "-c", type=Path, default=PROJECT / "wrangler.toml")
+    parser.add_argument("--config", "-c", type=Path, action="append",
+                        help="wrangler.toml (default: the project's); more than one runs several Workers in one workerd")
     args, wrangler_args = parser.parse_known_args(argv)
+    configs = args.config or [PROJECT / "wrangler.toml"]
     use_network = args.online or (not args.offline and online())
     if use_network:
         print("entragate dev: network reachable, running `pywrangler dev` (the upstream command)", file=sys.stderr)
-        command = [os.environ.get("UV", "uv"), "run", "--frozen", "pywrangler", "dev", "--config", str(args.config)]
+        command = [os.environ.get("UV", "uv"), "run", "--frozen", "pywrangler", "dev"]
+        for config in configs:
+            command += ["--config", str(config)]
         os.execvp(command[0], command + wrangler_args)
     try:
         bundle_dir = pyodide_bundle.build()
@@ -106,7 +113,7 @@ def main(argv: list[str]) -> int:
         return 1
     vendor.vendor()
     print(json.dumps({"entragate_dev": "offline", "pyodide_bundle": str(bundle_dir)}), file=sys.stderr)
-    command = offline_command(args.config.resolve(), wrangler_args)
+    command = offline_command([config.resolve() for config in configs], wrangler_args)
     os.execvpe(command[0], command, offline_environment(bundle_dir))
 
 
