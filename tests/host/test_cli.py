@@ -84,7 +84,7 @@ def test_compile_writes_deterministic_module(tmp_path):
     namespace: dict = {}
     exec(first, namespace)
     data = json.loads(namespace["POLICY_JSON"])
-    assert data["version"] == namespace["POLICY_VERSION"] and data["format"] == 2
+    assert data["version"] == namespace["POLICY_VERSION"] and data["format"] == 3
     assert "POLICY_JSON = '" in first
 
 

@@ -11,8 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from entragate.claims import identity_from_claims
-from entragate.errors import AmbiguousPath, InvalidToken
+from entragate.errors import AmbiguousPath, AmbiguousSpelling, InvalidToken
 from entragate.identity import Identity
+from entragate.paths import fold_path
 from entragate.policy import Decision, Route
 from entragate.target import Target, request_target, split_url
 
@@ -87,7 +88,8 @@ class Outcome:
 
 def run_request(policy, method: str, url: str, identity: Identity | None) -> Outcome:
     """The gateway's steps (`Gateway._decide`): read the target (or refuse it with 400), answer
-    its own endpoints before any policy, else match and decide."""
+    its own endpoints before any policy, else match (or refuse another spelling of a path
+    routed elsewhere with 400) and decide."""
     url = request_url(url)
     try:
         target = request_target(url)
@@ -95,8 +97,11 @@ def run_request(policy, method: str, url: str, identity: Identity | None) -> Out
         return Outcome(url, None, Decision(False, exc.code, None), refusal=exc)
     if target.endpoint is not None:
         return Outcome(url, target, None)
-    route = policy.match(method, target.host, target.path)
-    return Outcome(url, target, policy.decide(method, target.host, target.path, identity), route)
+    try:
+        route = policy.match(method, target.host, target.path)
+    except AmbiguousPath as exc:
+        return Outcome(url, target, Decision(False, exc.code, None), refusal=exc)
+    return Outcome(url, target, policy.verdict(route, identity), route)
 
 
 def _load_claims(value: str) -> dict:
@@ -237,10 +242,20 @@ def cmd_explain(args, out, err) -> int:
             print("decision  none: the gateway answers this path itself, for any method and with or "
                   "without a token, before any policy (not a policy decision)", file=out)
             return OK
-        print(f"path      {target.path}  (decoded, as matched)", file=out)
+        if compiled.policy.spellings == "fold":
+            print(f"path      {target.path}  (decoded)", file=out)
+            print(f"matched   {fold_path(target.path)}  (folded: spellings = \"fold\")", file=out)
+        else:
+            print(f"path      {target.path}  (decoded, as matched)", file=out)
     print(f"identity  {_describe_identity(identity, names) if identity else 'none (no token)'}", file=out)
     route = outcome.route
-    if route is None:
+    refusal = outcome.refusal
+    if isinstance(refusal, AmbiguousSpelling):
+        print(f"folded    {refusal.folded}  (letter case, trailing slash, format suffix)", file=out)
+        print(f"route     {refusal.route} as written; {refusal.folded_route} for the folded path", file=out)
+        print(f"refused   {refusal.status} {refusal.code}: {refusal.detail}; the gateway refuses it before "
+              "checking any token", file=out)
+    elif route is None:
         if target is not None:
             print("route     none matches: default deny", file=out)
     else:
