@@ -263,7 +263,7 @@ def test_host_routing_uses_exactly_the_host_the_request_url_carries(stack, host,
 
 def test_export_is_off_on_every_wildcard_host_spelling(stack):
     for host in (b"a.example.com", b"A.Example.Com.", b"b.example.com:443"):
-        reply = send(stack, b"GET", b"/reports/export/all", [bearer(stack.super_token)], host=host)
+        reply = send(stack, b"GET", b"/exports/all", [bearer(stack.super_token)], host=host)
         assert reply.status == 403 and reply.json["error"] == "denied_by_rule"
 
 

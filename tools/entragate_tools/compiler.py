@@ -521,7 +521,7 @@ def compile_policies(directory=None, files=None) -> Compiled:
 # more specific than the pattern under test.
 
 
-def _covered(pattern: list, i: int, frontier: list) -> bool:
+def _covered(pattern: list, i: int, frontier: list, folded: bool = False) -> bool:
     frontier = [(n, strict) for n, strict in frontier if n is not None]
     if not frontier:
         return False
@@ -531,19 +531,20 @@ def _covered(pattern: list, i: int, frontier: list) -> bool:
         return any(strict and "e" in n for n, strict in frontier)
     seg = pattern[i]
     if seg == "**":
-        return _covered_subtree(frontier)
+        return _covered_subtree(frontier, folded)
     if seg == "*":
         # A segment no literal names is covered only by `*` children; literals add nothing.
-        return _covered(pattern, i + 1, [(n.get("s"), strict) for n, strict in frontier])
+        return _covered(pattern, i + 1, [(n.get("s"), strict) for n, strict in frontier], folded)
     nxt = [(n.get("l", {}).get(seg), strict) for n, strict in frontier]
     if seg:
         nxt += [(n.get("s"), True) for n, strict in frontier if strict]
-    return _covered(pattern, i + 1, nxt)
+    return _covered(pattern, i + 1, nxt, folded)
 
 
-def _covered_subtree(frontier: list) -> bool:
+def _covered_subtree(frontier: list, folded: bool = False) -> bool:
     """Is every continuation (nothing, '', or any segments) covered? '**' ranks last, so any
-    pattern ending here, or continuing with '' or '*', is more specific."""
+    pattern ending here, or continuing with '' or '*', is more specific. A folded path never
+    ends with '' (its trailing slash is folded away), so in the folded index '' needs no cover."""
     frontier = [(n, strict) for n, strict in frontier if n is not None]
     if not frontier:
         return False
@@ -552,9 +553,9 @@ def _covered_subtree(frontier: list) -> bool:
     if not any("e" in n for n, _ in frontier):
         return False
     empty = [n.get("l", {}).get("") for n, _ in frontier]
-    if not any(m is not None and ("e" in m or "d" in m) for m in empty):
+    if not folded and not any(m is not None and ("e" in m or "d" in m) for m in empty):
         return False
-    return _covered_subtree([(n.get("s"), True) for n, _ in frontier])
+    return _covered_subtree([(n.get("s"), True) for n, _ in frontier], folded)
 
 
 def shadow_warnings(index: dict, routes_json: list, ctxs: list, fold: bool = False) -> tuple:
@@ -566,7 +567,7 @@ def shadow_warnings(index: dict, routes_json: list, ctxs: list, fold: bool = Fal
         for host, pattern, _methods in item["match"]:
             root = index["any"] if host == "*" else _index_root(index, host)
             judged = spellings.folded_patterns(pattern)[0] if fold else pattern
-            if _covered(judged[1:].split("/"), 0, [(root, False)]):
+            if _covered(judged[1:].split("/"), 0, [(root, False)], fold):
                 never.add((ri, host, pattern))
                 folded = f" (folded: {judged})" if judged != pattern else ""
                 out.append(ctx.diagnostic(
