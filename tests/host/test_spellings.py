@@ -17,6 +17,7 @@ from entragate.errors import AmbiguousPath, AmbiguousSpelling
 from entragate.paths import canonical_path, fold_path, fold_segment
 from entragate.policy import CHECK_SPELLING, Policy
 from entragate_tools.compiler import PolicyError, compile_policies
+from entragate_tools.spellings import sample_host
 from fixtures.host_gateway import gateway_answer
 
 G_ADMIN = "11111111-1111-4111-8111-111111111111"
@@ -192,6 +193,38 @@ def test_check_warns_with_both_routes_and_a_refused_example(tmp_path, layout):
     # Folding removes the overlap, and the warning with it.
     write(tmp_path, '[settings]\nspellings = "fold"\n' + textwrap.dedent(routes))
     assert compile_policies(tmp_path).warnings == []
+
+
+@pytest.mark.parametrize("broad, narrow, narrow_host, written, respelt", [
+    ("/docs/*", "/docs/a", None, "/docs/a", "/docs/A"),  # a literal beside `*`
+    ("/docs/**", "/docs/a/b", None, "/docs/a/b", "/docs/A/b"),  # anything below `**`
+    ("/docs/**", "/docs", None, "/docs", "/docs/"),  # the path `**` starts at
+    ("/*/c", "/a/*", None, "/a/c", "/A/c"),  # won at a literal, then `*` against a literal
+    ("/*/x", "/a/**", None, "/a/x", "/A/x"),  # won at a literal, then `**`
+    ("/files/*", "/files/report.pdf/**", None, "/files/report.pdf", "/files/report.PDF"),  # `/files/report`
+    ("/*", "/x", "*.example.com", "/x", "/X"),  # a host tier tried first
+    ("/**", "/x/**", "api.example.com", "/x/y", "/X/y"),
+])
+def test_every_way_a_folded_pattern_can_win_is_checked(tmp_path, broad, narrow, narrow_host, written, respelt):
+    """The compiler marks a slot for checking when another route's folded pattern can beat it
+    on some path (spellings.py `_rivals`); each shape here is one branch of that walk."""
+    hosts = f"hosts = [\"{narrow_host}\"]" if narrow_host else ""
+    policy = build(tmp_path, f"""
+        [[routes]]
+        name = "broad"
+        paths = ["{broad}"]
+        public = true
+
+        [[routes]]
+        name = "narrow"
+        {hosts}
+        paths = ["{narrow}"]
+        deny = {{ authenticated = true }}
+    """)
+    host = sample_host(narrow_host or "*")
+    assert name(policy, "GET", host, written) == "narrow"
+    error = refused(policy, "GET", host, respelt)
+    assert (error.route, error.folded_route) == ("broad", "narrow")
 
 
 def test_no_overlap_no_check_and_no_folded_index(tmp_path, monkeypatch):

@@ -165,11 +165,8 @@ def _deciders(slot: list, route: int, methods: list) -> set:
     """Routes other than `route` that decide, at folded `slot`, a method `route` takes (the
     slot's owner when the slot refuses that method: method_not_allowed)."""
     table, owner = slot[0], slot[1]
-    if "*" in methods:
-        out = {ri for ri in table.values() if ri != route}
-        if "*" not in table:
-            out.add(owner)
-        return out
+    if "*" in methods:  # (a slot without "*" holds other routes, so it refuses nothing silently)
+        return {ri for ri in table.values() if ri != route}
     out = set()
     for method in methods:
         ri = table[method] if method in table else table.get("*", owner)
