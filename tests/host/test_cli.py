@@ -433,3 +433,86 @@ def test_assertion_key_help_and_usage():
     result = run_module("assertion-key", "--help")
     assert result.returncode == 0 and "ASSERTION_SIGNING_KEY" in result.stdout
     assert run_module("assertion-key", "--policies", "policies").returncode == 2  # takes no options
+
+
+# ---------------------------------------------------------------- spellings (issue #13, item 2)
+
+# The layout the shipped reports.toml had: a deny-all exception under a broader allow.
+EXCEPTION_UNDER_ALLOW = """
+[[routes]]
+name = "docs"
+paths = ["/docs/**"]
+methods = ["GET"]
+allow = { scopes = ["access_as_user"] }
+
+[[routes]]
+name = "docs-drafts-off"
+paths = ["/docs/drafts/**"]
+deny = { authenticated = true }
+"""
+
+
+def test_check_warns_about_a_narrower_route_under_a_broader_one(policies):
+    (policies / "docs.toml").write_text(EXCEPTION_UNDER_ALLOW)
+    code, out, err = run("check", "--policies", str(policies))
+    assert code == 0 and "1 warning" in out
+    [warning] = [line for line in err.splitlines() if "warning" in line]
+    assert 'docs.toml:10: warning: routes[1] "docs-drafts-off" .paths: ' in warning
+    assert "any host /docs/drafts/**: other spellings" in warning
+    assert "e.g. GET https://any.example/docs/DRAFTS)" in warning
+    assert "fall to the broader route 'docs' (" in warning and "docs.toml routes[0], any host /docs/**)" in warning
+    assert run("check", "--strict", "--policies", str(policies))[0] == 1
+
+
+def test_explain_shows_an_ambiguous_spelling_as_the_gateway_refuses_it(policies):
+    (policies / "docs.toml").write_text(EXCEPTION_UNDER_ALLOW)
+    url = "https://app.example.net/docs/Drafts/plan"
+    answer = gateway_answer(url, policies=policies)
+    assert (answer.status, answer.code) == (400, "ambiguous_path")
+    code, out, _ = run("explain", "--policies", str(policies), url, "--claims", json.dumps(ADMIN_CLAIMS))
+    lines = explained(out)
+    assert code == 0 and lines["path"] == "/docs/Drafts/plan  (decoded, as matched)"
+    assert lines["folded"] == "/docs/drafts/plan  (letter case, trailing slash, format suffix)"
+    assert lines["route"] == "docs as written; docs-drafts-off for the folded path"
+    assert lines["refused"].startswith("400 ambiguous_path: another spelling of this path")
+    assert (lines["decision"], lines["reason"], lines["rule"]) == ("DENY", "ambiguous_path", "-")
+    # The spelling the narrower route names is decided by it.
+    code, out, _ = run("explain", "--policies", str(policies), "https://h/docs/drafts/plan", "--claims", json.dumps(ADMIN_CLAIMS))
+    assert (explained(out)["reason"], explained(out)["rule"]) == ("denied_by_rule", "docs-drafts-off")
+
+
+def test_explain_and_test_in_fold_mode(policies):
+    (policies / "docs.toml").write_text('[settings]\nspellings = "fold"\n' + EXCEPTION_UNDER_ALLOW)
+    code, out, err = run("check", "--policies", str(policies))
+    assert code == 0 and "0 warnings" in out, err
+    code, out, _ = run("explain", "--policies", str(policies), "https://h/DOCS/Drafts/plan.json",
+                       "--claims", json.dumps(ADMIN_CLAIMS))
+    lines = explained(out)
+    assert lines["path"] == "/DOCS/Drafts/plan.json  (decoded)"
+    assert lines["matched"] == '/docs/drafts/plan  (folded: spellings = "fold")'
+    assert (lines["reason"], lines["rule"]) == ("denied_by_rule", "docs-drafts-off")
+
+
+def test_test_cases_can_pin_a_spelling_refusal(policies):
+    (policies / "docs.toml").write_text(EXCEPTION_UNDER_ALLOW)
+    (policies / "tests" / "docs.toml").write_text(textwrap.dedent("""
+        [[cases]]
+        name = "a draft in another case is refused, not read"
+        method = "GET"
+        url = "https://h/docs/DRAFTS/plan"
+        claims = { oid = "aaaaaaaa-0000-4000-8000-000000000001", idtyp = "user", scp = "access_as_user" }
+        expect = "deny"
+        reason = "ambiguous_path"
+
+        [[cases]]
+        name = "wrongly expects the broader route"
+        method = "GET"
+        url = "https://h/docs/drafts.json"
+        claims = { oid = "aaaaaaaa-0000-4000-8000-000000000001", idtyp = "user", scp = "access_as_user" }
+        expect = "allow"
+        rule = "docs"
+    """))
+    code, out, _ = run("test", "--policies", str(policies))
+    assert code == 1 and out.strip().splitlines()[-1].endswith(" passed, 1 failed")
+    assert "expected allow, got deny; expected rule docs, got none" in out
+    assert "(ambiguous_path: another spelling of this path" in out
