@@ -19,6 +19,7 @@ from entragate.target import Target, request_target, split_url
 
 from .compiler import Compiled, PolicyError, compile_policies, module_text, unreadable
 from .schema import policy_json_schema, tests_json_schema
+from .tenants import DeploymentError, read_deployments
 
 OK, FAILED, USAGE = 0, 1, 2
 
@@ -35,9 +36,21 @@ def _print_diagnostics(diags, stream) -> None:
         print(diag, file=stream)
 
 
-def _compile(args, err) -> Compiled | None:
+def _deployments(args) -> list:
+    """`check --config FILE`, else the project's wrangler.toml (beside the policy directory)
+    when there is one."""
+    path = Path(args.config) if args.config else Path(args.policies).resolve().parent / "wrangler.toml"
+    if not args.config and not path.is_file():
+        return []
     try:
-        compiled = compile_policies(args.policies)
+        return read_deployments(path)
+    except DeploymentError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _compile(args, err, deployments=()) -> Compiled | None:
+    try:
+        compiled = compile_policies(args.policies, deployments=deployments)
     except PolicyError as exc:
         _print_diagnostics(exc.errors + exc.warnings, err)
         n = len(exc.errors)
@@ -163,7 +176,7 @@ def _describe_identity(identity: Identity, names: dict) -> str:
 
 
 def cmd_check(args, out, err) -> int:
-    compiled = _compile(args, err)
+    compiled = _compile(args, err, _deployments(args))
     if compiled is None:
         return FAILED
     n_routes = len(compiled.policy.routes)
@@ -447,8 +460,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("check", "validate and compile in memory",
             "Validate every policy file and compile in memory. Prints errors (file:line: location:"
-            " problem) and warnings (shadowed routes, ...). Exit 1 on any error.")
+            " problem) and warnings: routes that can never match; a narrower route under a broader"
+            " one that other spellings of its paths (letter case, trailing slash, format suffix)"
+            " fall to; in a multi-tenant deployment (read from wrangler.toml), routes that allow on"
+            " roles or scopes without pinning tenants. Exit 1 on any error.")
     p.add_argument("--strict", action="store_true", help="treat warnings as errors")
+    p.add_argument("--config", metavar="FILE",
+                   help="wrangler.toml to read the deployment from ([vars] and [env.*.vars]: is it multi-tenant?);"
+                        " default: wrangler.toml beside the policy directory, if there is one")
     p.set_defaults(func=cmd_check)
 
     p = add("compile", "write the compiled policy module",

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ValidationError
 
 from entragate.policy import FORMAT, Policy
 
-from . import spellings
+from . import spellings, tenants
 from .schema import PolicyFile, is_guid
 
 ALIAS_KINDS = ("groups", "users", "clients", "tenants")
@@ -478,8 +478,9 @@ def _finish(routes_json: list, index: dict, folded: dict | None, spelling: str) 
     return data, text, version
 
 
-def compile_policies(directory=None, files=None) -> Compiled:
-    """Validate and compile. Raises PolicyError listing every error found."""
+def compile_policies(directory=None, files=None, deployments=()) -> Compiled:
+    """Validate and compile. Raises PolicyError listing every error found. `deployments`
+    (tenants.read_deployments): warn about grants any accepted tenant controls."""
     errors: list = []
     warnings: list = []
     paths = [Path(p) for p in files] if files is not None else policy_files(Path(directory))
@@ -509,6 +510,7 @@ def compile_policies(directory=None, files=None) -> Compiled:
     for route in policy.routes:  # the edge compiles conditions lazily; prove now they load
         route._prepare()
     warnings.extend(spellings.spelling_warnings(overlaps, routes_json, ctxs, policy, _host_text))
+    warnings.extend(tenants.grant_warnings(routes_json, ctxs, deployments))
     return Compiled(data, text, version, policy, sources, warnings, aliases)
 
 
