@@ -11,8 +11,8 @@ WHATWG URL parser in the Workers runtime leaves it (`new URL(request.url).pathna
 the query string, never `X-Forwarded-*` / `X-Original-*` headers: those are not consulted
 anywhere in matching.
 
-Output: the decoded path (a `str`) that routes are matched against, segment by segment,
-case-sensitively.
+Output: the decoded path (a `str`) that routes are matched against, segment by segment, as
+written; other spellings of it are handled by the policy (below, `fold_path`).
 
 Rules, in the order they are applied (the first that fails names the refusal):
 
