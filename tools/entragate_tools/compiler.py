@@ -6,6 +6,7 @@ are checked before giving up, so one run lists every error.
 """
 
 import difflib
+import gc
 import hashlib
 import json
 import re
@@ -480,7 +481,22 @@ def _finish(routes_json: list, index: dict, folded: dict | None, spelling: str) 
 
 def compile_policies(directory=None, files=None, deployments=()) -> Compiled:
     """Validate and compile. Raises PolicyError listing every error found. `deployments`
-    (tenants.read_deployments): warn about grants any accepted tenant controls."""
+    (tenants.read_deployments): warn about grants any accepted tenant controls.
+
+    The cyclic garbage collector is paused meanwhile (as `Policy.loads` does): compiling
+    allocates many small, mostly acyclic objects (models, index nodes, both indexes), and
+    letting the collector rescan them over and over took two thirds of the time at 10,000
+    routes."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _compile_policies(directory, files, deployments)
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _compile_policies(directory, files, deployments) -> Compiled:
     errors: list = []
     warnings: list = []
     paths = [Path(p) for p in files] if files is not None else policy_files(Path(directory))

@@ -145,14 +145,32 @@ def _rivals(node: dict, segs: list, i: int, kind: str, won: bool, out: dict) -> 
         _rivals(star, segs, i + 1, kind, True, out)
 
 
-def _earlier_roots(index: dict, host: str) -> list:
-    """Roots of the host tiers tried before `host`'s own for some host it matches."""
-    if host == "*":
-        return [*index["exact"].values(), *index["wild"].values()]
-    if host.startswith("*."):
-        below = host[1:]  # ".example.com"
-        return [node for key, node in (*index["exact"].items(), *index["wild"].items()) if key.endswith(below)]
-    return []
+class _EarlierTiers:
+    """Roots of the host tiers tried before a host's own (for some host it matches), by the
+    literal their paths start with: with many hosts, an entry need only visit the roots that
+    have its first segment (or a wildcard) at the top."""
+
+    def __init__(self, index: dict, host: str):
+        if host == "*":
+            roots = [*index["exact"].values(), *index["wild"].values()]
+        elif host.startswith("*."):
+            below = host[1:]  # ".example.com"
+            roots = [node for key, node in (*index["exact"].items(), *index["wild"].items()) if key.endswith(below)]
+        else:
+            roots = []
+        self.roots = roots
+        self.by_literal: dict = {}
+        self.wild = []
+        for root in roots:
+            for literal in root.get("l", {}):
+                self.by_literal.setdefault(literal, []).append(root)
+            if "s" in root or "d" in root or "e" in root:
+                self.wild.append(root)
+
+    def for_entry(self, segs: list) -> list:
+        if not segs or segs[0] == "*":
+            return self.roots
+        return self.by_literal.get(segs[0], []) + [r for r in self.wild if segs[0] not in r.get("l", {})]
 
 
 def _root(index: dict, host: str):
@@ -200,7 +218,7 @@ def mark_sensitive_slots(exact: dict, folded: dict, entries: dict, routes_json: 
             rivals: dict = {}
             own = _root(folded, host)
             if host not in earlier:
-                earlier[host] = _earlier_roots(folded, host)
+                earlier[host] = _EarlierTiers(folded, host)
             for entry in folded_patterns(pattern):
                 segs = entry[1:].split("/")
                 kind = "d" if segs[-1] == "**" else "e"
@@ -208,7 +226,7 @@ def mark_sensitive_slots(exact: dict, folded: dict, entries: dict, routes_json: 
                     segs.pop()
                 if own is not None:
                     _rivals(own, segs, 0, kind, False, rivals)
-                for root in earlier[host]:
+                for root in earlier[host].for_entry(segs):
                     _rivals(root, segs, 0, kind, True, rivals)
             found = False
             for slot in rivals.values():
