@@ -25,7 +25,7 @@ two differ. `_rivals` enumerates exactly those candidates (or more, never fewer)
 
 from dataclasses import dataclass
 
-from entragate.paths import fold_segment, strip_suffix
+from entragate.paths import canonical_path, fold_segment, strip_suffix
 from entragate.policy import CHECK_SPELLING
 
 
@@ -183,7 +183,9 @@ def _deciders(slot: list, route: int, methods: list) -> set:
     """Routes other than `route` that decide, at folded `slot`, a method `route` takes (the
     slot's owner when the slot refuses that method: method_not_allowed)."""
     table, owner = slot[0], slot[1]
-    if "*" in methods:  # (a slot without "*" holds other routes, so it refuses nothing silently)
+    if "*" in methods:
+        # `route` has "*" in every slot it is in: a slot without it holds other routes only,
+        # and any method they do not list is refused there (by one of them, the owner).
         return {ri for ri in table.values() if ri != route}
     out = set()
     for method in methods:
@@ -290,9 +292,14 @@ def sample_host(host: str) -> str:
 def _example(policy, overlap: Overlap, broad: str, narrow: str, methods: list) -> str | None:
     """A request path the compiled policy refuses because `broad` takes it as written while
     `narrow` decides its folded form; None when the overlap is only a possibility."""
-    from entragate.errors import AmbiguousSpelling
+    from entragate.errors import AmbiguousPath, AmbiguousSpelling
 
     for candidate in dict.fromkeys(example_spellings(overlap.narrow.pattern, overlap.broad_pattern)):
+        try:
+            if canonical_path(candidate) != candidate:  # e.g. a space: not what a client sends
+                continue
+        except AmbiguousPath:
+            continue
         for method in methods:
             try:
                 policy.match(method, sample_host(overlap.narrow.host), candidate)
