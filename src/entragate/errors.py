@@ -46,3 +46,16 @@ class AmbiguousPath(GatewayError):
 
     status = 400
     code = "ambiguous_path"
+
+
+class AmbiguousSpelling(AmbiguousPath):
+    """Another spelling of the path (letter case, trailing slash, format suffix) would be
+    decided by another route: refused rather than guess which one the origin serves. The
+    client is told only that; the route names are for `explain` and tests."""
+
+    def __init__(self, path: str, folded: str, route: str, folded_route: str | None):
+        super().__init__("another spelling of this path (letter case, trailing slash or format suffix) is routed differently")
+        self.path = path
+        self.folded = folded
+        self.route = route
+        self.folded_route = folded_route

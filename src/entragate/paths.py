@@ -11,8 +11,8 @@ WHATWG URL parser in the Workers runtime leaves it (`new URL(request.url).pathna
 the query string, never `X-Forwarded-*` / `X-Original-*` headers: those are not consulted
 anywhere in matching.
 
-Output: the decoded path (a `str`) that routes are matched against, segment by segment,
-case-sensitively.
+Output: the decoded path (a `str`) that routes are matched against, segment by segment, as
+written; other spellings of it are handled by the policy (below, `fold_path`).
 
 Rules, in the order they are applied (the first that fails names the refusal):
 
@@ -45,6 +45,12 @@ Accepted escapes (`%41`, `%20`, `%C3%A9`, `%25` not followed by two hex digits, 
 decoded; their decoding cannot change the segment structure. Because the same rules apply
 to decoded and raw characters, a canonical path that contains no `%` is its own canonical
 form (`canonical_path(canonical_path(p)) == canonical_path(p)` for such paths).
+
+Spellings (`fold_path`): many origins serve several spellings of a path as one resource, so
+a policy that routed them differently could be bypassed by respelling (see `fold_path` for
+the classes and the origins behind them). The policy uses the folded form either to refuse
+a spelling that would be routed differently from its folded form (the default) or to match
+on it (`spellings = "fold"`); see `policy.py`.
 
 Hosts (`canonical_host`): compared lower-cased, without a port (`:443` and any other
 `:digits` suffix are dropped; `[v6]:port` keeps the bracketed literal). A single trailing
@@ -147,6 +153,52 @@ def _check_unicode(seg: str) -> None:
                 raise AmbiguousPath(f"character U+{ord(ch):04X} normalises to a delimiter")
     if unicodedata.normalize("NFKC", seg) in (".", ".."):
         raise AmbiguousPath("segment normalises to a dot segment")
+
+
+# What origins treat as one path (checked against their code and documentation):
+# - letter case: ASP.NET Core routing and IIS / Windows file names ignore case; Express's
+#   router ignores it unless `caseSensitive` (app setting "case sensitive routing") is set.
+# - one trailing slash: Express unless `strict` ("strict routing"); ASP.NET Core routing;
+#   Rails (Journey's normalize_path strips it); Spring MVC before 6.0 (`trailingSlashMatch`
+#   defaulted to true, deprecated and false since 6.0).
+# - a format suffix on the last segment: Rails routes carry `(.:format)` by default
+#   (`/users/1.json` is `/users/1`); Spring MVC before 5.3 matched `/users` as `/users.*`
+#   (`useSuffixPatternMatch`); Windows drops trailing dots (`/admin.` is `/admin`).
+# - Unicode compatibility forms (NFKC: `ａdmin`, `ﬁle`) for origins that normalise.
+# The fold is deliberately wider than any single origin: a wider class can only make the
+# gateway refuse (or match together) a few more spellings, a narrower one lets some through.
+_FOLD_TO_ASCII = str.maketrans({"\u0130": "i", "\u0131": "i"})  # İ, ı: Java/.NET read them as i/I
+
+
+def fold_segment(segment: str) -> str:
+    """One path segment in its case-folded form: ASCII lower-case, else NFKC + Unicode case
+    folding (with the dotted/dotless i of Turkish read as i, as Java's equalsIgnoreCase does)."""
+    if segment.isascii():
+        return segment.lower()
+    folded = unicodedata.normalize("NFKC", segment.translate(_FOLD_TO_ASCII))
+    return unicodedata.normalize("NFKC", folded.casefold())
+
+
+def strip_suffix(segment: str) -> str:
+    """`name.json` -> `name`: everything from the first dot that does not start the segment
+    (Spring matched `/users` as `/users.*`; `.well-known` keeps its leading dot)."""
+    dot = segment.find(".", 1)
+    return segment if dot == -1 else segment[:dot]
+
+
+def fold_path(path: str) -> str:
+    """The spelling class of a canonical path: every segment case-folded, one trailing slash
+    removed, then a format suffix stripped from the last segment. `/Admin/Users.JSON/`,
+    `/admin/users.xml` and `/ADMIN/users` all fold to `/admin/users`. Never raises."""
+    if path.isascii():
+        folded = path.lower()
+    else:  # segment by segment: normalisation must not join characters across a '/'
+        folded = "/".join(fold_segment(seg) for seg in path.split("/"))
+    if len(folded) > 1 and folded[-1] == "/":
+        folded = folded[:-1]
+    slash = folded.rfind("/")
+    dot = folded.find(".", slash + 2)
+    return folded if dot == -1 else folded[:dot]
 
 
 def host_without_port(host: str) -> str:

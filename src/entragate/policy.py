@@ -4,13 +4,15 @@ The build-time compiler (`entragate_tools`) turns the TOML files in `policies/` 
 JSON; the Worker and the CLI (`explain`, `test`) both load it with `Policy.from_json`, so the
 CLI runs exactly the decision code the edge runs.
 
-Compiled form (format 2)::
+Compiled form (format 3)::
 
-    {"format": 2, "version": "<12 hex>",
+    {"format": 3, "version": "<12 hex>", "spellings": "refuse" | "fold",
      "routes": [{"name": str, "source": str, "public": bool, "origin": str | null,
                  "allow": COND | null, "deny": COND | null,
                  "match": [[HOST, PATTERN, [METHOD, ...]], ...]}, ...],
-     "index": {"exact": {HOST: NODE}, "wild": {SUFFIX: NODE}, "any": NODE | null}}
+     "index": INDEX, "folded": INDEX | null}
+
+    INDEX   {"exact": {HOST: NODE}, "wild": {SUFFIX: NODE}, "any": NODE | null}
 
     HOST    "*" (any host) | "*.example.com" (any host below example.com) | "api.example.com"
     PATTERN "/a/b" | "/a/*/c" (`*` = exactly one non-empty segment) | "/a/**" (`/a` and
@@ -24,9 +26,25 @@ Compiled form (format 2)::
             literal children, the `*` child, routes whose pattern ends here, routes whose
             pattern ends with `**` here
     SLOT    [{METHOD: route index}, index of the route that owns the pattern]
+            + [1] when another spelling of a path this slot decides may be routed elsewhere
 
 `routes[i].match` is what the index was built from (the compiler builds and checks the
 index; the edge only reads it).
+
+Spellings (`paths.fold_path`: letter case, one trailing slash, a format suffix, NFKC). Many
+origins serve `/Admin/x`, `/admin/x/` and `/admin/x.json` as `/admin/x`; a route written for
+one spelling must not be escaped through another. The compiler also indexes every pattern
+in its folded form ("folded": the same layout, literals folded). Then, with
+- `"spellings": "refuse"` (the default): `index` holds the patterns as written and decides;
+  a request that reaches a route through a slot marked as spelling-sensitive is refused as
+  `AmbiguousSpelling` (400 ambiguous_path) unless its folded path, matched in `folded` with
+  the same method, reaches that very route. So every spelling of a path that any route
+  lets through is decided by one route: the one that decides its folded form. Slots the
+  compiler proved insensitive (no other route's folded pattern can claim a path they
+  decide) are not checked; a request no route takes is refused anyway and is never folded.
+- `"spellings": "fold"` (the operator declares that the origins treat spellings as one
+  path): `index` is built from the folded patterns and every path is folded before
+  matching; `folded` is null.
 
 Precedence (deterministic, independent of file order):
 1. host: exact host, then wildcard hosts from the longest suffix to the shortest, then
@@ -48,17 +66,21 @@ An unknown `deny` or `allow` fails closed with reason `groups_overage`.
 
 Decision reasons: allowed, public, no_route, method_not_allowed, token_required,
 denied_by_rule, condition_not_met, insufficient_scope (the allow condition fails but would
-hold if the token also had the scopes the route names), groups_overage.
+hold if the token also had the scopes the route names), groups_overage; `match` raises
+AmbiguousSpelling (ambiguous_path) as above.
 """
 
 import gc
 import json
 from dataclasses import dataclass, replace
 
+from .errors import AmbiguousSpelling
 from .identity import Identity
-from .paths import canonical_host
+from .paths import canonical_host, fold_path
 
-FORMAT = 2
+FORMAT = 3
+SPELLINGS = ("refuse", "fold")
+CHECK_SPELLING = 1  # the flag on a slot that needs the spelling check
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,6 +282,35 @@ def _find(node: dict, segs: list, i: int):
     return node.get("d")
 
 
+def _lookup(index: tuple, host: str, segs: list):
+    """The slot that decides `segs` on `host` (host tiers as in the module docstring), or None."""
+    exact, wild, any_root = index
+    if exact:
+        root = exact.get(host)
+        if root is not None:
+            slot = _find(root, segs, 0)
+            if slot is not None:
+                return slot
+    if wild:
+        dot = host.find(".")
+        while dot != -1:
+            root = wild.get(host[dot + 1 :])
+            if root is not None:
+                slot = _find(root, segs, 0)
+                if slot is not None:
+                    return slot
+            dot = host.find(".", dot + 1)
+    if any_root is not None:
+        return _find(any_root, segs, 0)
+    return None
+
+
+def _tiers(index: dict | None) -> tuple:
+    if not index:
+        return ({}, {}, None)
+    return (index.get("exact") or {}, index.get("wild") or {}, index.get("any"))
+
+
 class Policy:
     """The route index, as compiled: exact hosts (dict), wildcard hosts (dict by suffix), any
     host; each a trie over path segments (see `_find`). A match costs a few dict lookups per
@@ -267,17 +318,17 @@ class Policy:
     JSON, so loading is `json.loads` plus a few attribute stores; Route objects (and their
     condition closures) are built on first use."""
 
-    __slots__ = ("version", "_data", "_routes", "_refusals", "_exact", "_wild", "_any")
+    __slots__ = ("version", "spellings", "_data", "_routes", "_refusals", "_index", "_folded", "_fold")
 
     def __init__(self, data: dict):
         self.version = str(data.get("version", ""))
+        self.spellings = data.get("spellings", "refuse")
         self._data = data["routes"]
         self._routes: list = [None] * len(self._data)
         self._refusals: dict = {}
-        index = data["index"]
-        self._exact: dict = index.get("exact") or {}
-        self._wild: dict = index.get("wild") or {}
-        self._any = index.get("any")
+        self._index = _tiers(data["index"])
+        self._folded = _tiers(data.get("folded"))
+        self._fold = self.spellings == "fold"
 
     @classmethod
     def from_json(cls, data: dict) -> "Policy":
@@ -285,6 +336,8 @@ class Policy:
             raise ValueError(f"compiled policy: expected format {FORMAT}; recompile the policies")
         if not isinstance(data.get("routes"), list) or not isinstance(data.get("index"), dict):
             raise ValueError("compiled policy: routes and index are required")
+        if data.get("spellings") not in SPELLINGS:
+            raise ValueError(f"compiled policy: spellings must be one of {SPELLINGS}")
         return cls(data)
 
     @classmethod
@@ -337,32 +390,38 @@ class Policy:
 
     def match(self, method: str, host: str, path: str) -> Route | None:
         """`path` is the output of `paths.canonical_path`; `method` upper-case. Returns the
-        route that decides, None when no route matches (default deny)."""
-        segs = path[1:].split("/")
+        route that decides, None when no route matches (default deny). Raises
+        AmbiguousSpelling when another spelling of the path is routed elsewhere."""
         host = canonical_host(host)
-        if self._exact:
-            root = self._exact.get(host)
-            if root is not None:
-                slot = _find(root, segs, 0)
-                if slot is not None:
-                    return self._pick(slot, method)
-        if self._wild:
-            dot = host.find(".")
-            while dot != -1:
-                root = self._wild.get(host[dot + 1 :])
-                if root is not None:
-                    slot = _find(root, segs, 0)
-                    if slot is not None:
-                        return self._pick(slot, method)
-                dot = host.find(".", dot + 1)
-        if self._any is not None:
-            slot = _find(self._any, segs, 0)
-            if slot is not None:
-                return self._pick(slot, method)
-        return None
+        if self._fold:
+            path = fold_path(path)
+        slot = _lookup(self._index, host, path[1:].split("/"))
+        if slot is None:
+            return None
+        route = self._pick(slot, method)
+        # Only a route that may let the request through needs its spelling checked: a refusal
+        # is a refusal however the path is spelt.
+        if len(slot) > 2 and route.fixed_decision is None:
+            self._check_spelling(method, host, path, route)
+        return route
 
-    def decide(self, method: str, host: str, path: str, identity: Identity | None) -> Decision:
-        route = self.match(method, host, path)
+    def _check_spelling(self, method: str, host: str, path: str, route: Route) -> None:
+        folded = fold_path(path)
+        slot = _lookup(self._folded, host, folded[1:].split("/"))
+        # The folded path always matches the folded form of the pattern that matched, so a
+        # missing slot would be a compiler bug: refuse rather than guess.
+        other = None if slot is None else self._pick(slot, method)
+        if other is not route:
+            if other is None:
+                decides = "no route"
+            elif other.fixed_decision is not None:
+                decides = f"{other.name} ({other.fixed_decision.reason})"
+            else:
+                decides = other.name
+            raise AmbiguousSpelling(path, folded, route.name, decides)
+
+    def verdict(self, route: Route | None, identity: Identity | None) -> Decision:
+        """The decision of `route` (from `match`) for `identity` (None: no token)."""
         if route is None:
             return NO_ROUTE
         if route.fixed_decision is not None:
@@ -372,3 +431,7 @@ class Policy:
         if identity is None:
             return Decision(False, "token_required", route.name)
         return route.evaluate(identity)
+
+    def decide(self, method: str, host: str, path: str, identity: Identity | None) -> Decision:
+        """`verdict(match(...))`; raises AmbiguousSpelling as `match` does."""
+        return self.verdict(self.match(method, host, path), identity)

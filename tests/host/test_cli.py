@@ -84,7 +84,7 @@ def test_compile_writes_deterministic_module(tmp_path):
     namespace: dict = {}
     exec(first, namespace)
     data = json.loads(namespace["POLICY_JSON"])
-    assert data["version"] == namespace["POLICY_VERSION"] and data["format"] == 2
+    assert data["version"] == namespace["POLICY_VERSION"] and data["format"] == 3
     assert "POLICY_JSON = '" in first
 
 
@@ -451,3 +451,199 @@ def test_assertion_key_help_and_usage():
     result = run_module("assertion-key", "--help")
     assert result.returncode == 0 and "ASSERTION_SIGNING_KEY" in result.stdout
     assert run_module("assertion-key", "--policies", "policies").returncode == 2  # takes no options
+
+
+# ---------------------------------------------------------------- spellings (issue #13, item 2)
+
+# The layout the shipped reports.toml had: a deny-all exception under a broader allow.
+EXCEPTION_UNDER_ALLOW = """
+[[routes]]
+name = "docs"
+paths = ["/docs/**"]
+methods = ["GET"]
+allow = { scopes = ["access_as_user"] }
+
+[[routes]]
+name = "docs-drafts-off"
+paths = ["/docs/drafts/**"]
+deny = { authenticated = true }
+"""
+
+
+def test_check_warns_about_a_narrower_route_under_a_broader_one(policies):
+    (policies / "docs.toml").write_text(EXCEPTION_UNDER_ALLOW)
+    code, out, err = run("check", "--policies", str(policies))
+    assert code == 0 and "1 warning" in out
+    [warning] = [line for line in err.splitlines() if "warning" in line]
+    assert 'docs.toml:10: warning: routes[1] "docs-drafts-off" .paths: ' in warning
+    assert "any host /docs/drafts/**: other spellings" in warning
+    assert "e.g. GET https://any.example/docs/DRAFTS)" in warning
+    assert "fall to the broader route 'docs' (" in warning and "docs.toml routes[0], any host /docs/**)" in warning
+    assert run("check", "--strict", "--policies", str(policies))[0] == 1
+
+
+def test_explain_shows_an_ambiguous_spelling_as_the_gateway_refuses_it(policies):
+    (policies / "docs.toml").write_text(EXCEPTION_UNDER_ALLOW)
+    url = "https://app.example.net/docs/Drafts/plan"
+    answer = gateway_answer(url, policies=policies)
+    assert (answer.status, answer.code) == (400, "ambiguous_path")
+    code, out, _ = run("explain", "--policies", str(policies), url, "--claims", json.dumps(ADMIN_CLAIMS))
+    lines = explained(out)
+    assert code == 0 and lines["path"] == "/docs/Drafts/plan  (decoded, as matched)"
+    assert lines["folded"] == "/docs/drafts/plan  (letter case, trailing slash, format suffix)"
+    assert lines["route"] == "docs as written; docs-drafts-off for the folded path"
+    assert lines["refused"].startswith("400 ambiguous_path: another spelling of this path")
+    assert (lines["decision"], lines["reason"], lines["rule"]) == ("DENY", "ambiguous_path", "-")
+    # The spelling the narrower route names is decided by it.
+    code, out, _ = run("explain", "--policies", str(policies), "https://h/docs/drafts/plan", "--claims", json.dumps(ADMIN_CLAIMS))
+    assert (explained(out)["reason"], explained(out)["rule"]) == ("denied_by_rule", "docs-drafts-off")
+
+
+def test_explain_and_test_in_fold_mode(policies):
+    (policies / "docs.toml").write_text('[settings]\nspellings = "fold"\n' + EXCEPTION_UNDER_ALLOW)
+    code, out, err = run("check", "--policies", str(policies))
+    assert code == 0 and "0 warnings" in out, err
+    code, out, _ = run("explain", "--policies", str(policies), "https://h/DOCS/Drafts/plan.json",
+                       "--claims", json.dumps(ADMIN_CLAIMS))
+    lines = explained(out)
+    assert lines["path"] == "/DOCS/Drafts/plan.json  (decoded)"
+    assert lines["matched"] == '/docs/drafts/plan  (folded: spellings = "fold")'
+    assert (lines["reason"], lines["rule"]) == ("denied_by_rule", "docs-drafts-off")
+
+
+def test_test_cases_can_pin_a_spelling_refusal(policies):
+    (policies / "docs.toml").write_text(EXCEPTION_UNDER_ALLOW)
+    (policies / "tests" / "docs.toml").write_text(textwrap.dedent("""
+        [[cases]]
+        name = "a draft in another case is refused, not read"
+        method = "GET"
+        url = "https://h/docs/DRAFTS/plan"
+        claims = { oid = "aaaaaaaa-0000-4000-8000-000000000001", idtyp = "user", scp = "access_as_user" }
+        expect = "deny"
+        reason = "ambiguous_path"
+
+        [[cases]]
+        name = "wrongly expects the broader route"
+        method = "GET"
+        url = "https://h/docs/drafts.json"
+        claims = { oid = "aaaaaaaa-0000-4000-8000-000000000001", idtyp = "user", scp = "access_as_user" }
+        expect = "allow"
+        rule = "docs"
+    """))
+    code, out, _ = run("test", "--policies", str(policies))
+    assert code == 1 and out.strip().splitlines()[-1].endswith(" passed, 1 failed")
+    assert "expected allow, got deny; expected rule docs, got none" in out
+    assert "(ambiguous_path: another spelling of this path" in out
+
+
+# ---------------------------------------------------------------- multi-tenant grants (issue #13, item 12)
+
+HOME = "4b1c7f3e-8d2a-4e6b-9c5f-0a1d2e3f4a5b"
+GRANTS = f"""
+[tenants]
+home = "{HOME}"
+
+[groups]
+team = "11111111-1111-4111-8111-111111111111"
+
+[[routes]]
+name = "roles-open"
+paths = ["/a"]
+allow = {{ roles = ["Reader"] }}
+
+[[routes]]
+name = "scopes-or-group"
+paths = ["/b"]
+allow = {{ any = [{{ groups = ["team"] }}, {{ scopes = ["read"] }}] }}
+
+[[routes]]
+name = "pinned"
+paths = ["/c"]
+allow = {{ tenants = ["home"], any = [{{ roles = ["Reader"] }}, {{ scopes = ["read"] }}] }}
+
+[[routes]]
+name = "pinned-by-deny"
+paths = ["/d"]
+allow = {{ roles = ["Reader"] }}
+deny = {{ not = {{ tenants = ["home"] }} }}
+
+[[routes]]
+name = "pinned-each-way"
+paths = ["/e"]
+allow = {{ any = [{{ tenants = ["home"], roles = ["A"] }}, {{ all = [{{ scopes = ["s"] }}, {{ tenants = ["home"] }}] }}] }}
+
+[[routes]]
+name = "group-only"
+paths = ["/f"]
+allow = {{ groups = ["team"] }}
+
+[[routes]]
+name = "open"
+paths = ["/g"]
+public = true
+"""
+
+
+def wrangler(path, vars_text):
+    path.write_text('name = "x"\nmain = "src/entry.py"\n\n' + textwrap.dedent(vars_text))
+    return path
+
+
+def grant_warnings(err: str) -> list:
+    return [line for line in err.splitlines() if "without pinning tenants" in line]
+
+
+@pytest.mark.parametrize("vars_text, where", [
+    ('[vars]\nENTRA_TENANT_ID = "organizations"\nENTRA_ALLOWED_TENANTS = "*"\n', "[vars]"),
+    (f'[vars]\nENTRA_TENANT_ID = "common"\nENTRA_ALLOWED_TENANTS = "{HOME}, 0a0b0c0d-1111-4222-8333-444455556666"\n', "[vars]"),
+    (f'[vars]\nENTRA_TENANT_ID = "{HOME}"\n\n[env.saas.vars]\nENTRA_TENANT_ID = "Organizations"\n', "[env.saas.vars]"),
+])
+def test_check_warns_about_grants_any_accepted_tenant_controls(tmp_path, vars_text, where):
+    (tmp_path / "policies").mkdir()
+    (tmp_path / "policies" / "p.toml").write_text(GRANTS)
+    config = wrangler(tmp_path / "deploy.toml", vars_text)
+    code, out, err = run("check", "--policies", str(tmp_path / "policies"), "--config", str(config))
+    assert code == 0 and "2 warnings" in out
+    first, second = grant_warnings(err)
+    assert 'p.toml:11: warning: routes[0] "roles-open" .allow: allows on roles without pinning tenants' in first
+    assert 'routes[1] "scopes-or-group" .allow: allows on scopes without pinning tenants' in second
+    assert f"deploy.toml {where} accepts several tenants" in first
+    assert "each tenant's own administrators assign app roles and consent to scopes" in first
+    assert run("check", "--strict", "--policies", str(tmp_path / "policies"), "--config", str(config))[0] == 1
+
+
+def test_check_reads_the_wrangler_toml_beside_the_policies(tmp_path):
+    (tmp_path / "policies").mkdir()
+    (tmp_path / "policies" / "p.toml").write_text(GRANTS)
+    code, out, _ = run("check", "--policies", str(tmp_path / "policies"))
+    assert code == 0 and "0 warnings" in out  # no wrangler.toml: nothing known about tenants
+    wrangler(tmp_path / "wrangler.toml", '[vars]\nENTRA_TENANT_ID = "organizations"\nENTRA_ALLOWED_TENANTS = "*"\n')
+    code, out, err = run("check", "--policies", str(tmp_path / "policies"))
+    assert code == 0 and len(grant_warnings(err)) == 2 and "wrangler.toml [vars] accepts several tenants" in err
+
+
+@pytest.mark.parametrize("vars_text", [
+    f'[vars]\nENTRA_TENANT_ID = "{HOME}"\n',  # one tenant
+    f'[vars]\nENTRA_TENANT_ID = "organizations"\nENTRA_ALLOWED_TENANTS = "{HOME}"\n',  # one accepted tenant
+    '[vars]\nORIGIN_URL = "https://o.example"\n',  # the tenant comes from elsewhere (a secret, --var)
+])
+def test_no_grant_warning_for_a_single_tenant(tmp_path, vars_text):
+    (tmp_path / "policies").mkdir()
+    (tmp_path / "policies" / "p.toml").write_text(GRANTS)
+    config = wrangler(tmp_path / "wrangler.toml", vars_text)
+    code, out, err = run("check", "--policies", str(tmp_path / "policies"), "--config", str(config))
+    assert code == 0 and grant_warnings(err) == [] and "0 warnings" in out
+
+
+def test_the_project_deployment_is_single_tenant():
+    code, out, err = run("check", "--policies", str(POLICIES), "--config", str(REPO / "wrangler.toml"))
+    assert code == 0 and "0 warnings" in out and err == ""
+
+
+@pytest.mark.parametrize("content, message", [(None, "cannot read"), ("[vars\n", "TOML syntax")])
+def test_check_config_that_cannot_be_read_is_a_usage_error(tmp_path, content, message):
+    config = tmp_path / "wrangler.toml"
+    if content is not None:
+        config.write_text(content)
+    code, out, err = run("check", "--policies", str(POLICIES), "--config", str(config))
+    assert code == 2 and out == "" and err.startswith("error: ") and message in err

@@ -31,10 +31,10 @@ from hypothesis import strategies as st
 from entragate.assertion import parse_signing_key
 from entragate.config import Config
 from entragate.credential import MAX_TOKEN_BYTES, extract_bearer, require_compact_jws
-from entragate.errors import AmbiguousPath, CredentialError, GatewayError
+from entragate.errors import AmbiguousPath, AmbiguousSpelling, CredentialError, GatewayError
 from entragate.gateway import Forward, IncomingRequest, assemble, decision_audit_line
 from entragate.identity import APP, USER, Identity
-from entragate.paths import canonical_host, canonical_path
+from entragate.paths import canonical_host, canonical_path, fold_path
 from entragate.tokens import FORBIDDEN_HEADERS, MAX_NUMERIC_DATE
 from entragate.upstream import referenced_groups
 from entragate_tools.compiler import PolicyError, compile_policies
@@ -476,10 +476,12 @@ def test_every_origin_reading_of_an_accepted_path_is_the_decided_path(raw):
     segments = decided.split("/")
     for name, reading in origin_readings(raw).items():
         if name == "nfkc":
-            # A normalising origin may fold characters inside a segment (case-like, a limit
-            # SECURITY.md names) but never gains or loses a segment or a dot segment.
+            # A normalising origin may fold characters inside a segment, but never gains or
+            # loses a segment or a dot segment, and what it reads is a spelling of the decided
+            # path: the policy decides both alike or refuses (test_spellings.py).
             folded = reading.split("/")
             assert len(folded) == len(segments) and not {".", ".."} & set(folded), (raw, reading)
+            assert fold_path(reading) == fold_path(decided), (raw, reading)
             continue
         assert reading == decided, (name, raw, reading, decided)
 
@@ -621,7 +623,62 @@ def reference_route(routes, method, host, path):
     return None, None
 
 
+def ref_fold_segment(seg):
+    return seg.lower()  # the generated policies and paths spell letters in ASCII or 'é'
+
+
+def ref_strip(seg):
+    return seg[:seg.index(".", 1)] if "." in seg[1:] else seg
+
+
+def ref_fold_path(path):
+    """fold_path from its docstring: case-folded, one trailing '/' dropped, then the last
+    segment's suffix (from its first dot that is not its first character) stripped."""
+    segs = [ref_fold_segment(s) for s in path[1:].split("/")]
+    if len(segs) > 1 and segs[-1] == "":
+        segs.pop()
+    segs[-1] = ref_strip(segs[-1])
+    return "/" + "/".join(segs)
+
+
+def ref_folded_routes(routes):
+    """The routes with every pattern replaced by what it matches once folded: the folded
+    pattern, and for `/p/L/**` also the folded `/p/L` (the path `/p/L` folds to that)."""
+    out = []
+    for route in routes:
+        match = []
+        for host, pattern, methods in route["match"]:
+            segs = pattern[1:].split("/")
+            if segs[-1] == "**":
+                prefix = [s if s == "*" else ref_fold_segment(s) for s in segs[:-1]]
+                match.append([host, "/" + "/".join(prefix + ["**"]), methods])
+                if prefix and prefix[-1] != "*":
+                    match.append([host, "/" + "/".join(prefix[:-1] + [ref_strip(prefix[-1])]), methods])
+            else:
+                match.append([host, ref_fold_path("/" + "/".join(s if s == "*" else ref_fold_segment(s) for s in segs)), methods])
+        out.append(dict(route, match=match))
+    return out
+
+
+def spelling_refused(data, method, host, path):
+    """The spec (policy.py): with spellings = "refuse", a request that some route would take as
+    written is refused when its folded path, matched against the folded patterns, is not
+    taken by that same route with that method."""
+    names, method_ok = reference_route(data["routes"], method, host, path)
+    if names is None or not method_ok:
+        return False
+    folded, folded_ok = reference_route(ref_folded_routes(data["routes"]), method, host, ref_fold_path(path))
+    return not folded_ok or folded != names
+
+
 def check_decision(policy, data, method, host, path, identity):
+    if data["spellings"] == "fold":
+        data = dict(data, routes=ref_folded_routes(data["routes"]))
+        path = ref_fold_path(path)
+    elif spelling_refused(data, method, host, path):
+        with pytest.raises(AmbiguousSpelling):
+            policy.decide(method, host, path, identity)
+        return None
     decision = policy.decide(method, host, path, identity)
     names, method_ok = reference_route(data["routes"], method, host, path)
     if names is None:
@@ -682,14 +739,21 @@ CONDITIONS = st.sampled_from([
 ])
 
 
+# Literals that are spellings of one another (case, suffix) or carry a dot inside.
+SPELT_SEGMENTS = ["api", "API", "Admin", "admin", "a", "b", "B", "x.json", "v1.0", "*"]
+
+
 @st.composite
-def policies(draw):
+def policies(draw, segments=("api", "admin", "a", "b", "*"), spellings=None):
     routes, seen = [], set()
     for i in range(draw(st.integers(1, 8))):
         host = draw(st.sampled_from([None, "*.example.com", "api.example.com", "*.y.example.com"]))
-        segs = draw(st.lists(st.sampled_from(["api", "admin", "a", "b", "*"]), max_size=3))
-        if draw(st.booleans()):
+        segs = draw(st.lists(st.sampled_from(segments), max_size=3))
+        ending = draw(st.sampled_from(["", "**", "/"] if spellings else ["", "**"]))
+        if ending == "**":
             segs = segs + ["**"]
+        elif ending == "/" and segs:
+            segs = segs + [""]  # a pattern with a trailing slash
         pattern = "/" + "/".join(segs)
         if (host, pattern) in seen:
             continue
@@ -709,7 +773,8 @@ def policies(draw):
             lines.append("deny = " + draw(CONDITIONS))
         routes.append("\n".join(lines))
     aliases = (
-        "[groups]\n" + "\n".join(f'{k} = "{v}"' for k, v in GROUPS.items())
+        (f'[settings]\nspellings = "{spellings}"\n' if spellings else "")
+        + "[groups]\n" + "\n".join(f'{k} = "{v}"' for k, v in GROUPS.items())
         + f'\n[users]\nblocked = "{USERS[1]}"\n[tenants]\nhome = "{TENANTS[0]}"\n[clients]\nlegacy = "{CLIENTS[1]}"\n'
     )
     return aliases + "\n\n".join(routes) + "\n"
@@ -751,6 +816,64 @@ def test_generated_policies_match_the_reference_and_allow_only_what_they_name(po
             continue
         method, host = data.draw(st.sampled_from(METHODS)), data.draw(st.sampled_from(HOSTS))
         check_decision(compiled.policy, compiled.data, method, host, path, data.draw(st.none() | identities()))
+
+
+def spellings_of(data, path):
+    """Other spellings of `path` that origins serve as the same path: letter case, one
+    trailing slash, a format suffix on the last segment."""
+    segs = path[1:].split("/")
+    flips = data.draw(st.lists(st.sampled_from(["lower", "upper", "capitalize", "swapcase"]),
+                               min_size=len(segs), max_size=len(segs)))
+    case = "/" + "/".join(getattr(seg, flip)() for seg, flip in zip(segs, flips))
+    out = {path, path.upper(), path.lower(), case}
+    for spelt in list(out):
+        if spelt != "/":
+            out.add(spelt[:-1] if spelt.endswith("/") else spelt + "/")
+        base = spelt[:-1] if spelt.endswith("/") and spelt != "/" else spelt
+        if not base.endswith("/"):
+            out.add(base + data.draw(st.sampled_from([".json", ".XML", ".", ".tar.gz"])))
+    return sorted(out)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(st.sampled_from(["refuse", "fold"]).flatmap(lambda mode: st.tuples(st.just(mode), policies(SPELT_SEGMENTS, mode))),
+       st.data())
+def test_every_spelling_of_a_path_is_decided_by_one_route_or_refused(policy_dir, mode_text, data):
+    """Random policies whose literals differ in case, suffix and trailing slash: of the
+    spellings of one path, every one that any route takes is taken by the same route, the
+    route of the folded form (refuse), and with spellings = "fold" all of them get the same
+    decision. Each decision also agrees with the reference (spelling_refused, rank)."""
+    mode, text = mode_text
+    (policy_dir / "p.toml").write_text(text)
+    try:
+        compiled = compile_policies(policy_dir)
+    except PolicyError:
+        assume(False)
+    policy, folded_routes = compiled.policy, ref_folded_routes(compiled.data["routes"])
+    for _ in range(6):
+        path = instances(data, text)
+        if any(not seg for seg in path[1:].split("/")[:-1]):
+            continue
+        method, host = data.draw(st.sampled_from(METHODS)), data.draw(st.sampled_from(HOSTS))
+        taken, outcomes = set(), {}
+        for spelt in spellings_of(data, path):
+            assert fold_path(spelt) == fold_path(path) == ref_fold_path(path), (spelt, path)
+            try:
+                route = policy.match(method, host, spelt)
+            except AmbiguousSpelling as exc:
+                assert mode == "refuse"
+                outcomes[spelt] = ("ambiguous", exc.route)
+                continue
+            outcomes[spelt] = None if route is None else (route.fixed_decision or route.name)
+            if route is not None and route.fixed_decision is None:
+                taken.add(route.name)
+            check_decision(policy, compiled.data, method, host, spelt, None)
+        assert len(taken) <= 1, (method, host, outcomes)
+        if taken:  # the route that takes a spelling is the one that decides the folded form
+            expected, ok = reference_route(folded_routes, method, host, ref_fold_path(path))
+            assert ok and expected == taken, (outcomes, expected)
+        if mode == "fold":
+            assert len({repr(o) for o in outcomes.values()}) == 1, outcomes
 
 
 # --- the whole gateway: raw path in, the same raw path out, or a refusal -------------------------

@@ -25,6 +25,11 @@ def errors_of(tmp_path) -> list:
     return [str(e) for e in info.value.errors]
 
 
+def never_matches(tmp_path) -> list:
+    """The "can never match" warnings (a policy may also draw spelling warnings)."""
+    return [str(w) for w in compile_policies(tmp_path).warnings if "can never match" in w.message]
+
+
 def one_error(tmp_path) -> str:
     errors = errors_of(tmp_path)
     assert len(errors) == 1, errors
@@ -320,7 +325,7 @@ def test_partial_cover_is_not_reported(tmp_path, paths):
         paths = {json.dumps(paths)}
         public = true
     """)
-    assert compile_policies(tmp_path).warnings == []
+    assert never_matches(tmp_path) == []
 
 
 def test_star_shadowed_by_star_subtrees(tmp_path):
@@ -335,7 +340,7 @@ def test_star_shadowed_by_star_subtrees(tmp_path):
         public = true
     """)
     # '/x/*/y' vs '/x/*/y/**': the exact one wins on '/x/q/y', so neither is shadowed.
-    assert compile_policies(tmp_path).warnings == []
+    assert never_matches(tmp_path) == []
 
 
 def test_deny_all_makes_allow_unreachable_warning(tmp_path):

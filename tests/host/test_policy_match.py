@@ -146,10 +146,13 @@ def test_multiple_hosts_and_paths_in_one_route(tmp_path):
     assert route_name(policy, "GET", "c.example.com", "/x") is None
 
 
-def test_trailing_slash_is_its_own_path(tmp_path):
-    policy = build(tmp_path, public_routes(("noslash", None, "/a", None), ("slash", None, "/a/", None)))
+def test_trailing_slash_is_matched_as_written_by_one_route(tmp_path):
+    # `/a/` is matched as its own path, but two routes cannot split `/a` and `/a/` between
+    # them: most origins serve both as one path (a compile error, test_spellings.py).
+    policy = build(tmp_path, public_routes(("noslash", None, "/a", None), ("sub", None, "/b/**", None)))
     assert route_name(policy, "GET", "h", "/a") == "noslash"
-    assert route_name(policy, "GET", "h", "/a/") == "slash"
+    assert route_name(policy, "GET", "h", "/a/") is None
+    assert route_name(policy, "GET", "h", "/b/") == "sub"
 
 
 def test_decoded_literals_match_decoded_paths(tmp_path):
@@ -163,9 +166,11 @@ def test_edge_refuses_what_it_cannot_read():
     with pytest.raises(ValueError, match="format"):
         Policy.from_json({"format": 1, "routes": [], "index": {}})
     with pytest.raises(ValueError, match="required"):
-        Policy.from_json({"format": 2, "routes": []})
+        Policy.from_json({"format": 3, "routes": [], "spellings": "refuse"})
+    with pytest.raises(ValueError, match="spellings"):
+        Policy.from_json({"format": 3, "routes": [], "index": {}, "spellings": "ignore"})
     no_condition = {
-        "format": 2, "version": "x",
+        "format": 3, "version": "x", "spellings": "refuse",
         "routes": [{"name": "c", "match": [["*", "/y", ["*"]]]}],
         "index": {"any": {"l": {"y": {"e": [{"*": 0}, 0]}}}},
     }
@@ -178,8 +183,14 @@ def test_index_is_in_the_compiled_json(tmp_path):
     (tmp_path / "p.toml").write_text(public_routes(("a", ["x.example.com"], "/a/*/b", ["GET"]), ("w", ["*.example.com"], "/**", None)))
     data = json.loads(compile_policies(tmp_path).json_text)
     assert data["index"]["exact"]["x.example.com"] == {"l": {"a": {"s": {"l": {"b": {"e": [{"GET": 0}, 0]}}}}}}
-    assert data["index"]["wild"]["example.com"] == {"d": [{"*": 1}, 1]}
+    # `/A/x/b` on x.example.com falls from the exact host to `*.example.com`, while its folded
+    # form belongs to route a: that slot carries the spelling check (1), so the folded index ships.
+    assert data["index"]["wild"]["example.com"] == {"d": [{"*": 1}, 1, 1]}
     assert data["index"]["any"] is None
+    assert data["spellings"] == "refuse" and data["folded"]["exact"] == data["index"]["exact"]
+    (tmp_path / "p.toml").write_text(public_routes(("a", ["x.example.com"], "/a/*/b", ["GET"])))
+    data = json.loads(compile_policies(tmp_path).json_text)
+    assert data["folded"] is None  # no slot to check: nothing more to load at the edge
 
 
 def test_route_attributes(tmp_path):

@@ -11,14 +11,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from entragate.claims import identity_from_claims
-from entragate.errors import AmbiguousPath, InvalidToken
+from entragate.errors import AmbiguousPath, AmbiguousSpelling, InvalidToken
 from entragate.identity import Identity
+from entragate.paths import fold_path
 from entragate.policy import Decision, Route
 from entragate.target import Target, request_target, split_url
 from entragate.tokens import is_unicode
 
 from .compiler import Compiled, PolicyError, compile_policies, module_text, unreadable
 from .schema import policy_json_schema, tests_json_schema
+from .tenants import DeploymentError, read_deployments
 
 OK, FAILED, USAGE = 0, 1, 2
 
@@ -35,9 +37,21 @@ def _print_diagnostics(diags, stream) -> None:
         print(diag, file=stream)
 
 
-def _compile(args, err) -> Compiled | None:
+def _deployments(args) -> list:
+    """`check --config FILE`, else the project's wrangler.toml (beside the policy directory)
+    when there is one."""
+    path = Path(args.config) if args.config else Path(args.policies).resolve().parent / "wrangler.toml"
+    if not args.config and not path.is_file():
+        return []
     try:
-        compiled = compile_policies(args.policies)
+        return read_deployments(path)
+    except DeploymentError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _compile(args, err, deployments=()) -> Compiled | None:
+    try:
+        compiled = compile_policies(args.policies, deployments=deployments)
     except PolicyError as exc:
         _print_diagnostics(exc.errors + exc.warnings, err)
         n = len(exc.errors)
@@ -88,7 +102,8 @@ class Outcome:
 
 def run_request(policy, method: str, url: str, identity: Identity | None) -> Outcome:
     """The gateway's steps (`Gateway._decide`): read the target (or refuse it with 400), answer
-    its own endpoints before any policy, else match and decide."""
+    its own endpoints before any policy, else match (or refuse another spelling of a path
+    routed elsewhere with 400) and decide."""
     url = request_url(url)
     try:
         target = request_target(url)
@@ -96,8 +111,11 @@ def run_request(policy, method: str, url: str, identity: Identity | None) -> Out
         return Outcome(url, None, Decision(False, exc.code, None), refusal=exc)
     if target.endpoint is not None:
         return Outcome(url, target, None)
-    route = policy.match(method, target.host, target.path)
-    return Outcome(url, target, policy.decide(method, target.host, target.path, identity), route)
+    try:
+        route = policy.match(method, target.host, target.path)
+    except AmbiguousPath as exc:
+        return Outcome(url, target, Decision(False, exc.code, None), refusal=exc)
+    return Outcome(url, target, policy.verdict(route, identity), route)
 
 
 def _load_claims(value: str) -> dict:
@@ -166,7 +184,7 @@ def _describe_identity(identity: Identity, names: dict) -> str:
 
 
 def cmd_check(args, out, err) -> int:
-    compiled = _compile(args, err)
+    compiled = _compile(args, err, _deployments(args))
     if compiled is None:
         return FAILED
     n_routes = len(compiled.policy.routes)
@@ -247,10 +265,20 @@ def cmd_explain(args, out, err) -> int:
             print("decision  none: the gateway answers this path itself, for any method and with or "
                   "without a token, before any policy (not a policy decision)", file=out)
             return OK
-        print(f"path      {target.path}  (decoded, as matched)", file=out)
+        if compiled.policy.spellings == "fold":
+            print(f"path      {target.path}  (decoded)", file=out)
+            print(f"matched   {fold_path(target.path)}  (folded: spellings = \"fold\")", file=out)
+        else:
+            print(f"path      {target.path}  (decoded, as matched)", file=out)
     print(f"identity  {_describe_identity(identity, names) if identity else 'none (no token)'}", file=out)
     route = outcome.route
-    if route is None:
+    refusal = outcome.refusal
+    if isinstance(refusal, AmbiguousSpelling):
+        print(f"folded    {refusal.folded}  (letter case, trailing slash, format suffix)", file=out)
+        print(f"route     {refusal.route} as written; {refusal.folded_route} for the folded path", file=out)
+        print(f"refused   {refusal.status} {refusal.code}: {refusal.detail}; the gateway refuses it before "
+              "checking any token", file=out)
+    elif route is None:
         if target is not None:
             print("route     none matches: default deny", file=out)
     else:
@@ -442,8 +470,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("check", "validate and compile in memory",
             "Validate every policy file and compile in memory. Prints errors (file:line: location:"
-            " problem) and warnings (shadowed routes, ...). Exit 1 on any error.")
+            " problem) and warnings: routes that can never match; a narrower route under a broader"
+            " one that other spellings of its paths (letter case, trailing slash, format suffix)"
+            " fall to; in a multi-tenant deployment (read from wrangler.toml), routes that allow on"
+            " roles or scopes without pinning tenants. Exit 1 on any error.")
     p.add_argument("--strict", action="store_true", help="treat warnings as errors")
+    p.add_argument("--config", metavar="FILE",
+                   help="wrangler.toml to read the deployment from ([vars] and [env.*.vars]: is it multi-tenant?);"
+                        " default: wrangler.toml beside the policy directory, if there is one")
     p.set_defaults(func=cmd_check)
 
     p = add("compile", "write the compiled policy module",

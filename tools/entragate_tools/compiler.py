@@ -6,6 +6,7 @@ are checked before giving up, so one run lists every error.
 """
 
 import difflib
+import gc
 import hashlib
 import json
 import re
@@ -19,6 +20,7 @@ from pydantic import BaseModel, ValidationError
 
 from entragate.policy import FORMAT, Policy
 
+from . import spellings, tenants
 from .schema import PolicyFile, is_guid
 
 ALIAS_KINDS = ("groups", "users", "clients", "tenants")
@@ -349,6 +351,23 @@ def _collect_aliases(sources: list, errors: list) -> dict:
     return aliases
 
 
+def _collect_settings(sources: list, errors: list) -> dict:
+    """Policy-wide settings: each may be set in one file only (file order must not matter)."""
+    settings = {"spellings": "refuse"}
+    where: dict = {}
+    for src in sources:
+        for key in sorted(src.model.settings.model_fields_set):
+            if key in where:
+                errors.append(Diagnostic(
+                    "error", src.label, f"settings.{key}", f"setting {key!r} is already set in {where[key]}",
+                    src.finder.find(("settings", key)),
+                ))
+                continue
+            settings[key] = getattr(src.model.settings, key)
+            where[key] = src.label
+    return settings
+
+
 def _host_text(host: str) -> str:
     return "any host" if host == "*" else f"host {host}"
 
@@ -451,8 +470,8 @@ def build_index(routes_json: list, ctxs: list) -> dict:
     return index
 
 
-def _finish(routes_json: list, index: dict) -> tuple:
-    data = {"format": FORMAT, "index": index, "routes": routes_json}
+def _finish(routes_json: list, index: dict, folded: dict | None, spelling: str) -> tuple:
+    data = {"format": FORMAT, "index": index, "folded": folded, "routes": routes_json, "spellings": spelling}
     body = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
     version = hashlib.sha256(body.encode()).hexdigest()[:12]
     data["version"] = version
@@ -460,8 +479,24 @@ def _finish(routes_json: list, index: dict) -> tuple:
     return data, text, version
 
 
-def compile_policies(directory=None, files=None) -> Compiled:
-    """Validate and compile. Raises PolicyError listing every error found."""
+def compile_policies(directory=None, files=None, deployments=()) -> Compiled:
+    """Validate and compile. Raises PolicyError listing every error found. `deployments`
+    (tenants.read_deployments): warn about grants any accepted tenant controls.
+
+    The cyclic garbage collector is paused meanwhile (as `Policy.loads` does): compiling
+    allocates many small, mostly acyclic objects (models, index nodes, both indexes), and
+    letting the collector rescan them over and over took two thirds of the time at 10,000
+    routes."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _compile_policies(directory, files, deployments)
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _compile_policies(directory, files, deployments) -> Compiled:
     errors: list = []
     warnings: list = []
     paths = [Path(p) for p in files] if files is not None else policy_files(Path(directory))
@@ -471,14 +506,27 @@ def compile_policies(directory=None, files=None) -> Compiled:
     if errors:  # aliases and routes of a broken file are unknown: stop before cross-file checks
         raise PolicyError(errors, warnings)
     aliases, routes_json, ctxs = compile_sources(sources, errors, warnings)
+    settings = _collect_settings(sources, errors)
     index = build_index(routes_json, ctxs)
+    folded, entries = spellings.build_folded_index(routes_json, ctxs, _index_root, _index_slot, _host_text)
     if errors:
         raise PolicyError(errors, warnings)
-    warnings.extend(shadow_warnings(index, routes_json, ctxs))
-    data, text, version = _finish(routes_json, index)
+    fold = settings["spellings"] == "fold"
+    never, shadowed = shadow_warnings(folded if fold else index, routes_json, ctxs, fold)
+    warnings.extend(shadowed)
+    overlaps = []
+    if fold:  # the origins serve every spelling as one path: match on the folded form
+        index, folded = folded, None
+    else:
+        overlaps = spellings.mark_sensitive_slots(index, folded, entries, routes_json, _index_root, _index_slot, never)
+        if not overlaps:  # nothing to check at the edge: do not ship the folded index
+            folded = None
+    data, text, version = _finish(routes_json, index, folded, settings["spellings"])
     policy = Policy.from_json(json.loads(text))
     for route in policy.routes:  # the edge compiles conditions lazily; prove now they load
         route._prepare()
+    warnings.extend(spellings.spelling_warnings(overlaps, routes_json, ctxs, policy, _host_text))
+    warnings.extend(tenants.grant_warnings(routes_json, ctxs, deployments))
     return Compiled(data, text, version, policy, sources, warnings, aliases)
 
 
@@ -491,7 +539,7 @@ def compile_policies(directory=None, files=None) -> Compiled:
 # more specific than the pattern under test.
 
 
-def _covered(pattern: list, i: int, frontier: list) -> bool:
+def _covered(pattern: list, i: int, frontier: list, folded: bool = False) -> bool:
     frontier = [(n, strict) for n, strict in frontier if n is not None]
     if not frontier:
         return False
@@ -501,19 +549,20 @@ def _covered(pattern: list, i: int, frontier: list) -> bool:
         return any(strict and "e" in n for n, strict in frontier)
     seg = pattern[i]
     if seg == "**":
-        return _covered_subtree(frontier)
+        return _covered_subtree(frontier, folded)
     if seg == "*":
         # A segment no literal names is covered only by `*` children; literals add nothing.
-        return _covered(pattern, i + 1, [(n.get("s"), strict) for n, strict in frontier])
+        return _covered(pattern, i + 1, [(n.get("s"), strict) for n, strict in frontier], folded)
     nxt = [(n.get("l", {}).get(seg), strict) for n, strict in frontier]
     if seg:
         nxt += [(n.get("s"), True) for n, strict in frontier if strict]
-    return _covered(pattern, i + 1, nxt)
+    return _covered(pattern, i + 1, nxt, folded)
 
 
-def _covered_subtree(frontier: list) -> bool:
+def _covered_subtree(frontier: list, folded: bool = False) -> bool:
     """Is every continuation (nothing, '', or any segments) covered? '**' ranks last, so any
-    pattern ending here, or continuing with '' or '*', is more specific."""
+    pattern ending here, or continuing with '' or '*', is more specific. A folded path never
+    ends with '' (its trailing slash is folded away), so in the folded index '' needs no cover."""
     frontier = [(n, strict) for n, strict in frontier if n is not None]
     if not frontier:
         return False
@@ -522,23 +571,29 @@ def _covered_subtree(frontier: list) -> bool:
     if not any("e" in n for n, _ in frontier):
         return False
     empty = [n.get("l", {}).get("") for n, _ in frontier]
-    if not any(m is not None and ("e" in m or "d" in m) for m in empty):
+    if not folded and not any(m is not None and ("e" in m or "d" in m) for m in empty):
         return False
-    return _covered_subtree([(n.get("s"), True) for n, _ in frontier])
+    return _covered_subtree([(n.get("s"), True) for n, _ in frontier], folded)
 
 
-def shadow_warnings(index: dict, routes_json: list, ctxs: list) -> list:
+def shadow_warnings(index: dict, routes_json: list, ctxs: list, fold: bool = False) -> tuple:
+    """-> ({(route, host, pattern) that can never match}, warnings). With `fold`, `index` is
+    the folded one and patterns are judged in their folded form."""
+    never: set = set()
     out: list = []
-    for item, ctx in zip(routes_json, ctxs):
+    for ri, (item, ctx) in enumerate(zip(routes_json, ctxs)):
         for host, pattern, _methods in item["match"]:
             root = index["any"] if host == "*" else _index_root(index, host)
-            if _covered(pattern[1:].split("/"), 0, [(root, False)]):
+            judged = spellings.folded_patterns(pattern)[0] if fold else pattern
+            if _covered(judged[1:].split("/"), 0, [(root, False)], fold):
+                never.add((ri, host, pattern))
+                folded = f" (folded: {judged})" if judged != pattern else ""
                 out.append(ctx.diagnostic(
                     "warning", ("paths",),
-                    f"{_host_text(host)} path {pattern} can never match: every path it covers is "
+                    f"{_host_text(host)} path {pattern}{folded} can never match: every path it covers is "
                     "claimed by more specific patterns",
                 ))
-    return out
+    return never, out
 
 
 def module_text(compiled: Compiled) -> str:

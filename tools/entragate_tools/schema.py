@@ -24,7 +24,8 @@ from pydantic import (
 )
 
 from entragate.errors import AmbiguousPath
-from entragate.paths import canonical_path
+from entragate.paths import canonical_path, fold_segment
+from entragate.policy import SPELLINGS
 
 GUID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:@-]*$"
@@ -94,6 +95,8 @@ def _check_path(value: str) -> str:
             raise ValueError(
                 f"path {value!r}: '*' must be a whole segment ('/a/*/b'), not part of one"
             )
+        elif seg != "*" and "*" in fold_segment(seg):  # the folded index would read it as a wildcard
+            raise ValueError(f"path {value!r}: segment {seg!r} folds to a '*' (NFKC); write it another way")
     probe = "/" + "/".join("x" if s in ("*", "**") else s for s in segments)
     try:
         canonical = canonical_path(probe)
@@ -220,6 +223,21 @@ class Route(BaseModel):
 AliasTable = dict[AliasName, GuidList]
 
 
+class Settings(BaseModel):
+    """Policy-wide settings; each may be set in one file only."""
+
+    model_config = _STRICT
+
+    spellings: Literal[SPELLINGS] | None = Field(  # type: ignore[valid-type]
+        None,
+        description="Other spellings of a path (letter case, one trailing slash, a format suffix "
+        "such as .json, NFKC forms), which many origins serve as the same path. 'refuse' "
+        "(default): match paths as written, and refuse with 400 ambiguous_path a request whose "
+        "spelling reaches another route than its folded form would. 'fold': match every path on "
+        "its folded form; only when every origin treats these spellings as one path.",
+    )
+
+
 class PolicyFile(BaseModel):
     """One file in policies/. Alias tables are shared by all files; routes are merged."""
 
@@ -229,6 +247,7 @@ class PolicyFile(BaseModel):
     users: AliasTable = Field(default_factory=dict, description="User alias = object id(s) (oid).")
     clients: AliasTable = Field(default_factory=dict, description="Client app alias = application id(s).")
     tenants: AliasTable = Field(default_factory=dict, description="Tenant alias = tenant id(s).")
+    settings: Settings = Field(default_factory=Settings, description="Policy-wide settings.")
     routes: list[Route] = Field(default_factory=list)
 
 
