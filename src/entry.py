@@ -40,11 +40,13 @@ def build_gateway(env) -> Gateway:
         policy_groups=referenced_groups(POLICY_DATA),
         signer=signer,
         share=platform_io.share,
+        platform=platform_io.SignInPlatform() if POLICY.has_login_routes else None,
     )
 
 
 def _response(answer: Answer) -> Response:
-    return Response(answer.body, status=answer.status, headers=dict(answer.headers))
+    # A list, not a dict: an answer may set several cookies.
+    return Response(answer.body, status=answer.status, headers=list(answer.headers))
 
 
 class Default(WorkerEntrypoint):
@@ -62,6 +64,11 @@ class Default(WorkerEntrypoint):
             authorization=headers.get("authorization"),
             accept=headers.get("accept"),
             content_type=headers.get("content-type"),
+            cookie=headers.get("cookie"),
+            sec_fetch_mode=headers.get("sec-fetch-mode"),
+            sec_fetch_site=headers.get("sec-fetch-site"),
+            origin=headers.get("origin"),
+            read_body=lambda limit: platform_io.read_capped(js_request.body, limit),
         )
         if _gateway is None:
             try:

@@ -6,11 +6,14 @@ key-value store (KV), signature verification (WebCrypto), clock and console.
 
 import asyncio
 import json
+import secrets
 import time
+from urllib.parse import urlencode
 
 import js
 from pyodide.ffi import JsException, create_once_callable, jsnull, to_js
 
+from entragate.entra import HttpFailure
 from entragate.keys import KeyFetchError
 
 MAX_DOCUMENT_BYTES = 512 * 1024  # Entra's discovery and key documents are a few KB
@@ -70,6 +73,47 @@ class WorkersHttp:
         except ValueError:
             raise KeyFetchError(f"{url} did not return JSON") from None
 
+    async def post_form(self, url: str, fields: dict, timeout: float):
+        """POST an HTML form to a token endpoint: (status, JSON object or None). Never follows a
+        redirect; every failure to get an answer is an HttpFailure."""
+        init = _js_object({
+            "method": "POST",
+            "headers": {"content-type": "application/x-www-form-urlencoded", "accept": "application/json"},
+            "body": urlencode(fields),
+            "redirect": "manual",
+            "signal": js.AbortSignal.timeout(int(timeout * 1000)),
+        })
+        try:
+            response = await js.fetch(url, init)
+            body = await read_capped(response.body, MAX_DOCUMENT_BYTES)
+        except JsException as error:
+            raise HttpFailure(f"{url} fetch failed: {error.name}") from None
+        if body is None:
+            raise HttpFailure(f"{url} answer too large")
+        try:
+            document = json.loads(body)
+        except ValueError:
+            document = None
+        return response.status, document if isinstance(document, dict) else None
+
+
+async def read_capped(stream, limit: int) -> bytes | None:
+    """A body stream read to its end, or None (the stream cancelled) past `limit` bytes."""
+    if stream is None or stream is jsnull:
+        return b""
+    reader = stream.getReader()
+    chunks, size = [], 0
+    while True:
+        chunk = await reader.read()
+        if chunk.done:
+            return b"".join(chunks)
+        data = chunk.value.to_bytes()
+        size += len(data)
+        if size > limit:
+            await reader.cancel()
+            return None
+        chunks.append(data)
+
 
 class KvStore:
     """Workers KV: string values; a missing key arrives as JS null."""
@@ -81,8 +125,12 @@ class KvStore:
         value = await self._kv.get(key)
         return value if isinstance(value, str) else None
 
-    async def put(self, key: str, value: str) -> None:
-        await self._kv.put(key, value)
+    async def put(self, key: str, value: str, ttl: int | None = None) -> None:
+        """`ttl`: seconds until KV drops the value by itself (at least 60, KV's minimum)."""
+        if ttl is None:
+            await self._kv.put(key, value)
+        else:
+            await self._kv.put(key, value, _js_object({"expirationTtl": ttl}))
 
 
 class WebCryptoVerifier:
@@ -166,6 +214,60 @@ def env_getter(env):
         return None if value is None or value is jsnull else value
 
     return get
+
+
+class AesGcmCipher:
+    """AES-256-GCM for sealed cookies (entragate.sessions.Cipher); imported keys cached."""
+
+    def __init__(self):
+        self._keys = {}
+
+    async def _key(self, secret: bytes):
+        key = self._keys.get(secret)
+        if key is None:
+            key = await js.crypto.subtle.importKey(
+                "raw", to_js(secret), _js_object({"name": "AES-GCM"}), False, to_js(["encrypt", "decrypt"]))
+            self._keys[secret] = key
+        return key
+
+    async def seal(self, secret: bytes, iv: bytes, plaintext: bytes, aad: bytes) -> bytes:
+        algorithm = _js_object({"name": "AES-GCM", "iv": to_js(iv), "additionalData": to_js(aad), "tagLength": 128})
+        sealed = await js.crypto.subtle.encrypt(algorithm, await self._key(secret), to_js(plaintext))
+        return js.Uint8Array.new(sealed).to_bytes()
+
+    async def open(self, secret: bytes, iv: bytes, sealed: bytes, aad: bytes) -> bytes | None:
+        algorithm = _js_object({"name": "AES-GCM", "iv": to_js(iv), "additionalData": to_js(aad), "tagLength": 128})
+        try:
+            plaintext = await js.crypto.subtle.decrypt(algorithm, await self._key(secret), to_js(sealed))
+        except JsException:
+            return None  # the tag does not verify: tampered, truncated, or another key or cookie
+        return js.Uint8Array.new(plaintext).to_bytes()
+
+
+class RsaSigner:
+    """RS256 signatures with a PKCS#8 private key (the client assertion, entragate.client_auth)."""
+
+    def __init__(self):
+        self._keys = {}
+
+    async def sign(self, pkcs8_der: bytes, signing_input: bytes) -> bytes:
+        key = self._keys.get(pkcs8_der)
+        if key is None:
+            key = await js.crypto.subtle.importKey(
+                "pkcs8", to_js(pkcs8_der), _js_object({"name": "RSASSA-PKCS1-v1_5", "hash": "SHA-256"}), False,
+                to_js(["sign"]))
+            self._keys[pkcs8_der] = key
+        signature = await js.crypto.subtle.sign("RSASSA-PKCS1-v1_5", key, to_js(signing_input))
+        return js.Uint8Array.new(signature).to_bytes()
+
+
+class SignInPlatform:
+    """What browser sign-in needs from the platform (entragate.gateway.assemble)."""
+
+    def __init__(self):
+        self.cipher = AesGcmCipher()
+        self.rsa_signer = RsaSigner()
+        self.random_bytes = secrets.token_bytes
 
 
 class WebCryptoSigner:

@@ -10,7 +10,8 @@ Claims: iss (ASSERTION_ISSUER), aud (the origin URL the request is forwarded to)
 exp (iat + LIFETIME_SECONDS), jti (request id), htm / htu (method and URL without query the
 assertion was made for, as in RFC 9449, so it cannot be replayed against another path), and
 the identity: sub, oid, tid, name, preferred_username, groups (bounded as in upstream.py),
-hasgroups (overage), roles, scp, azp, idtyp, and `rule` (the route that allowed it).
+hasgroups (overage), roles, scp, azp, idtyp, `auth_method` (bearer or session) and `rule` (the
+route that allowed it).
 """
 
 import base64
@@ -89,6 +90,7 @@ def assertion_claims(identity: Identity, groups: list[str], *, issuer: str, audi
         "scp": " ".join(identity.scopes) or None,
         "azp": identity.client_id,
         "idtyp": identity.kind,
+        "auth_method": identity.auth_method,
         "rule": rule,
     }
     return {name: value for name, value in claims.items() if value is not None}

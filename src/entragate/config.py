@@ -10,6 +10,9 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from .assertion import AssertionKeyError, parse_signing_key
+from .client_auth import Certificate, CredentialError, parse_certificate
+from .pages import DEFAULT_BRAND_NAME, EMAIL_PATTERN, HTTPS_PATTERN, LOGO_PATTERN, MAX_LOGO_CHARS, Branding
+from .sessions import SessionKey, SessionKeyError, parse_session_keys
 from .upstream import DEFAULT_PREFIX, normalised_name
 
 DEFAULT_AUTHORITY = "https://login.microsoftonline.com"
@@ -39,8 +42,25 @@ LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 GUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 
+# A browser session lasts this long from sign-in (then the user signs in again), 8 h by default,
+# at most a week: Entra's own sign-in sessions are re-evaluated at least that often.
+DEFAULT_SESSION_LIFETIME_SECONDS = 8 * 3600
+MAX_SESSION_LIFETIME_SECONDS = 7 * 24 * 3600
+
+
 class ConfigError(ValueError):
     pass
+
+
+@dataclass(frozen=True, slots=True)
+class SignInSettings:
+    """The gateway's own app registration, for browser sign-in and its calls as itself."""
+
+    client_id: str
+    certificate: Certificate | None
+    secret: str | None
+    session_keys: tuple[SessionKey, ...]
+    session_lifetime: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +88,8 @@ class Config:
     # STRIP_HEADERS: client headers the operator also wants removed, beside the built-in list.
     strip_header_names: frozenset[str] = frozenset()
     strip_header_families: tuple[str, ...] = ()
+    signin: SignInSettings | None = None
+    branding: Branding = Branding()
 
     @property
     def multi_tenant(self) -> bool:
@@ -140,7 +162,45 @@ class Config:
             audit_allow_sample_rate=reader.fraction("AUDIT_ALLOW_SAMPLE_RATE", 1.0),
             token_cache_seconds=reader.integer("TOKEN_CACHE_SECONDS", DEFAULT_TOKEN_CACHE_SECONDS, 0, 3600),
             **reader.header_names("STRIP_HEADERS"),
+            signin=_signin_settings(reader),
+            branding=_branding(reader),
         )
+
+
+SIGNIN_VARIABLES = ("ENTRA_CLIENT_ID", "ENTRA_CLIENT_CERTIFICATE", "ENTRA_CLIENT_SECRET", "SESSION_KEYS")
+
+
+def _signin_settings(reader: "_Reader") -> SignInSettings | None:
+    """None when no sign-in variable is set (bearer-only deployments need none of them)."""
+    if not any(reader.present(name) for name in SIGNIN_VARIABLES):
+        return None
+    client_id = reader.text("ENTRA_CLIENT_ID").lower()
+    if not GUID.match(client_id):
+        raise ConfigError("ENTRA_CLIENT_ID must be the gateway app registration's client id (a GUID)")
+    certificate_text = reader.text("ENTRA_CLIENT_CERTIFICATE", "") or None
+    secret = reader.text("ENTRA_CLIENT_SECRET", "") or None
+    if (certificate_text is None) == (secret is None):
+        raise ConfigError("set one of ENTRA_CLIENT_CERTIFICATE (recommended) or ENTRA_CLIENT_SECRET, as a secret")
+    try:
+        certificate = parse_certificate(certificate_text) if certificate_text else None
+        keys = parse_session_keys(reader.text("SESSION_KEYS"))
+    except (CredentialError, SessionKeyError) as error:
+        raise ConfigError(str(error)) from None
+    lifetime = reader.integer("SESSION_LIFETIME_SECONDS", DEFAULT_SESSION_LIFETIME_SECONDS, 300,
+                              MAX_SESSION_LIFETIME_SECONDS)
+    return SignInSettings(client_id, certificate, secret, keys, lifetime)
+
+
+def _branding(reader: "_Reader") -> Branding:
+    logo = reader.text("BRAND_LOGO", "") or None
+    if logo is not None and (len(logo) > MAX_LOGO_CHARS or not LOGO_PATTERN.fullmatch(logo)):
+        raise ConfigError("BRAND_LOGO must be a data:image/(png|jpeg|gif|webp|svg+xml);base64,… URI of at most 64 KB "
+                          "(pages carry no external assets)")
+    support = reader.text("SUPPORT_CONTACT", "") or None
+    if support is not None and not (EMAIL_PATTERN.fullmatch(support) or HTTPS_PATTERN.fullmatch(support)):
+        raise ConfigError("SUPPORT_CONTACT must be an e-mail address or an https:// URL")
+    return Branding(reader.text("BRAND_NAME", DEFAULT_BRAND_NAME), logo, support,
+                    reader.boolean("PAGES_SHOW_RULE", False))
 
 
 def _audience_forms(audiences: tuple[str, ...]) -> frozenset[str]:
@@ -172,6 +232,9 @@ class _Reader:
         elif not isinstance(value, str):
             raise ConfigError(f"{name} must be a string, number or boolean")
         return value.strip() or None
+
+    def present(self, name: str) -> bool:
+        return self._raw(name) is not None
 
     def text(self, name: str, default: str | None = None) -> str:
         value = self._raw(name) or default

@@ -14,6 +14,7 @@ import json
 from dataclasses import dataclass
 from urllib.parse import quote
 
+from . import pages
 from .errors import CredentialError, GatewayError, InvalidToken
 from .identity import Identity
 
@@ -21,7 +22,8 @@ REALM = "entragate"
 JSON, HTML, GRPC = "json", "html", "grpc"
 
 _TITLES = {
-    400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 500: "Internal Server Error",
+    400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
+    500: "Internal Server Error",
     502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout",
 }
 # https://grpc.github.io/grpc/core/md_doc_http-grpc-status-mapping.html, read in reverse
@@ -49,15 +51,6 @@ class Answer:
     identity: Identity | None = None
     # gRPC answers are HTTP 200; the audit line carries the gRPC status that was refused with.
     grpc_status: int | None = None
-
-
-# html.escape would import html.entities (a 2,000-entry table, ~60 ms of a Pyodide cold start)
-# to escape five characters.
-_HTML_ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#x27;"})
-
-
-def _escape(text: str) -> str:
-    return text.translate(_HTML_ESCAPES)
 
 
 def client_kind(accept: str | None, content_type: str | None) -> str:
@@ -100,17 +93,46 @@ def deny(status: int, code: str, detail: str, request_id: str, kind: str = JSON,
         return Answer(200, code, tuple(headers), None, rule, identity, grpc_status)  # trailers-only: no body
     title = _TITLES.get(status, "Error")
     if kind == HTML:
-        page = (
-            f"<!doctype html><html lang=en><meta charset=utf-8><title>{status} {title}</title>"
-            f"<h1>{status} {title}</h1><p>{_escape(message)}</p>"
-            f"<p><small>Reason: {_escape(code)} · Request id: {_escape(request_id)}</small></p></html>"
-        )
+        page = _page(status, title, code, message, detail, request_id, rule, identity)
         return Answer(status, code, tuple(headers + [("content-type", "text/html; charset=utf-8")]), page, rule, identity)
     body = json.dumps({
         "type": "about:blank", "title": title, "status": status,
         "error": code, "detail": detail, "request_id": request_id,
     })
     return Answer(status, code, tuple(headers + [("content-type", "application/problem+json")]), body, rule, identity)
+
+
+# What a person is told about a refusal, in their terms (the reason code is shown beside it).
+_PAGE_MESSAGES = {
+    "condition_not_met": "Your account does not have access to this page.",
+    "denied_by_rule": "Your account is not allowed to open this page.",
+    "groups_overage": "Your account is in more groups than the sign-in could list, so access could not be decided.",
+    "insufficient_scope": "The sign-in does not grant the permission this page needs.",
+    "no_route": "There is nothing here for this request.",
+    "method_not_allowed": "This kind of request is not allowed here.",
+    "missing_token": "You need to sign in to open this page.",
+    "signin_failed": "Signing in did not work.",
+    "entra_unavailable": "Microsoft Entra could not be reached to finish signing in. Please try again in a minute.",
+    "cross_site_logout": "Sign-out has to start from this site.",
+}
+# Details worth showing a person: what went wrong with their sign-in, in the gateway's words.
+_PAGE_DETAILS = frozenset({"signin_failed"})
+
+
+def _page(status, title, code, message, detail, request_id, rule, identity) -> str:
+    who = pages.signed_in_as(identity.name, identity.username) if identity is not None and identity.auth_method == "session" else None
+    text = _PAGE_MESSAGES.get(code, message)
+    details = f"<p>{pages.escape(detail)}</p>" if code in _PAGE_DETAILS and detail else ""
+    details += f"<p>Reason: <code>{pages.escape(code)}</code></p>"
+    if rule and pages.show_rules():
+        details += f"<p>Rule: <code>{pages.escape(rule)}</code></p>"
+    actions = ""
+    if who:
+        actions = pages.link("/.well-known/entragate/logout", "Sign in as someone else", secondary=True)
+    elif status == 401 or code in ("signin_failed",):
+        actions = pages.link("/", "Go to the start page")
+    return pages.render(status=status, title=f"{status} {title}", message=text, request_id=request_id, who=who,
+                        actions=actions, details=details)
 
 
 def from_error(error: GatewayError, request_id: str, kind: str = JSON, *, rule: str | None = None) -> Answer:

@@ -3,25 +3,38 @@
 Pure: no platform imports. The shell hands in what it read from the request, carries out the
 returned Forward or Answer, and writes the audit line this module builds.
 
-The gateway owns the paths under GATEWAY_PATHS (health, assertion keys); they are answered
-before any policy, so a policy cannot expose or hide them.
+The gateway owns the paths under GATEWAY_PATHS (health, assertion keys, sign-in); they are
+answered before any policy, so a policy cannot expose or hide them.
+
+Credentials: a bearer token on any route; on routes with `login = true` and no Authorization
+header, a browser session (signin.py), and an anonymous navigation there is sent to sign in.
 """
 
 import json
 import random
 from dataclasses import dataclass
+from urllib.parse import parse_qsl
 
 from .assertion import assertion_claims, sign_assertion
 from .audit import audit_line
 from .bounded import BoundedMap, strings_bytes
-from .config import Config
+from .client_auth import ClientCredential
+from .config import Config, ConfigError
 from .credential import extract_bearer
-from .denials import Answer, client_kind, deny, from_error, insufficient_scope_challenge
-from .errors import GatewayError, KeysUnavailable
+from .denials import HTML, Answer, client_kind, deny, from_error, insufficient_scope_challenge
+from .entra import TokenEndpoint
+from .errors import GatewayError, KeysUnavailable, MissingCredential
 from .flights import share_locally
 from .identity import Identity, estimated_bytes
+from .id_tokens import IdTokenValidator
 from .keys import IssuerKeys
+from . import pages
 from .policy import Policy
+from .sessions import Sealer, clear_cookie, without_cookies
+from .signin import (
+    FLOW_COOKIE_PREFIX, LOGOUT_PATH, MAX_FORM_BYTES, SESSION_COOKIE, Endpoints, SignIn, SignInFailed, is_navigation,
+    read_form,
+)
 from .target import Target, request_target, split_url
 from .token_cache import DEFAULT_MAX_ENTRIES, CachingValidator
 from .tokens import TokenValidator
@@ -37,6 +50,12 @@ class IncomingRequest:
     authorization: str | None = None
     accept: str | None = None
     content_type: str | None = None
+    cookie: str | None = None
+    sec_fetch_mode: str | None = None  # navigate | cors | no-cors | same-origin | websocket
+    sec_fetch_site: str | None = None  # same-origin | same-site | cross-site | none
+    origin: str | None = None  # the Origin header
+    # `await read_body(limit)`: the request body, or None if it holds more than `limit` bytes.
+    read_body: object = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +69,18 @@ class Forward:
 
 
 # Answers about the gateway itself, not decisions about a request: not audited.
-UNAUDITED = frozenset({"health", "jwks"})
+UNAUDITED = frozenset({"health", "jwks", "signed_out", "logout_confirm"})
+SIGNIN_ENDPOINTS = frozenset({"callback", "logout", "frontchannel_logout", "signed_out", "signin"})
+
+
+def _is_gateway_cookie(name: str) -> bool:
+    return name == SESSION_COOKIE or name.startswith(FLOW_COOKIE_PREFIX)
+
+
+def request_origin(url: str) -> str:
+    """scheme://host[:port] of the request URL, as the client used it."""
+    scheme, _, rest = url.partition("://")
+    return f"{scheme}://{rest.partition('/')[0].partition('?')[0]}"
 
 
 # The identity-header memo's budget (bounded.py): its entries hold the Identity too (as the
@@ -84,8 +114,10 @@ class IdentityPart:
 
 class Gateway:
     def __init__(self, config: Config, validator: TokenValidator, policy: Policy, *, keys: dict,
-                 policy_groups: frozenset[str], signer=None, clock, log=print, sample=random.random):
+                 policy_groups: frozenset[str], signer=None, clock, log=print, sample=random.random,
+                 signin: SignIn | None = None):
         self.config = config
+        self.signin = signin
         self.validator = validator
         self.policy = policy
         self.keys = keys
@@ -115,6 +147,8 @@ class Gateway:
             return await self.health(request.request_id, defer)
         if target.endpoint == "jwks":
             return self.assertion_jwks()
+        if target.endpoint in SIGNIN_ENDPOINTS:
+            return await self._signin_endpoint(request, target, defer)
         method = request.method.upper()
         route = self.policy.match(method, target.host, target.path)
         if route is None:
@@ -131,11 +165,24 @@ class Gateway:
         origin = (route.origin or self.config.origin_url).rstrip("/")
         strip = tuple(self._headers_to_strip(request.header_names))
         request_id_header = (self._request_id_header, request.request_id)
+        cookie = ()
+        kept = without_cookies(request.cookie, _is_gateway_cookie)
+        if kept != request.cookie:
+            # The gateway's own cookies are credentials for the gateway only; the others pass.
+            strip += ("cookie",)
+            cookie = (("cookie", kept),) if kept else ()
         if route.public:
-            return Forward(origin + path_and_query, strip, (request_id_header,), None, route.name, "public")
+            return Forward(origin + path_and_query, strip, (request_id_header, *cookie), None, route.name, "public")
 
-        token = extract_bearer(request.authorization)
-        identity = await self.validator.validate(token, defer)
+        if route.login and self.signin is not None and not request.authorization:
+            identity = await self.signin.identity(request)
+            if identity is None:
+                if is_navigation(request.method, request.sec_fetch_mode, request.accept):
+                    return await self._begin_signin(request, path_and_query, route.name)
+                raise MissingCredential("sign in, or send a bearer token")
+        else:
+            token = extract_bearer(request.authorization)
+            identity = await self.validator.validate(token, defer)
         decision = route.evaluate(identity)
         if not decision.allowed:
             challenge = insufficient_scope_challenge() if decision.reason == "insufficient_scope" else None
@@ -147,7 +194,7 @@ class Gateway:
             part = IdentityPart(identity, self.config.header_prefix, self.policy_groups)
             self._identity_parts.put(identity, part)
         groups = part.groups
-        add = [request_id_header, (self._rule_header, route.name), *part.headers]
+        add = [request_id_header, (self._rule_header, route.name), *part.headers, *cookie]
         if self.signer is not None:
             claims = assertion_claims(
                 identity, groups, issuer=self.config.assertion_issuer, audience=origin, now=self.clock(),
@@ -156,6 +203,59 @@ class Gateway:
             assertion = await sign_assertion(self.signer, self.config.assertion_public_jwk["kid"], claims)
             add.append((self.config.header_prefix + "assertion", assertion))
         return Forward(origin + path_and_query, strip, tuple(add), identity, route.name, decision.reason)
+
+    async def _begin_signin(self, request, return_path: str, rule: str | None) -> Answer:
+        status, headers, body = await self.signin.begin(request, request_origin(request.url), return_path)
+        return Answer(status, "signin_redirect", (("cache-control", "no-store"), ("x-request-id", request.request_id),
+                                                   *headers), body, rule=rule)
+
+    async def _signin_endpoint(self, request: IncomingRequest, target: Target, defer) -> Answer:
+        signin, request_id = self.signin, request.request_id
+        if signin is None:
+            return _refuse(request, 404, "not_found", "browser sign-in is not configured")
+        origin = request_origin(request.url)
+        query = target.path_and_query.partition("?")[2]
+        method = request.method.upper()
+        page_headers = (("content-type", "text/html; charset=utf-8"), ("cache-control", "no-store"),
+                        ("x-request-id", request_id))
+        if target.endpoint == "signin":
+            return await self._begin_signin(request, dict(parse_qsl(query)).get("rd", "/"), None)
+        if target.endpoint == "callback":
+            flow_cookie = signin.flow_cookie_for(query)
+            try:
+                location, set_cookies, identity = await signin.complete(request, origin, query, defer)
+            except GatewayError as error:
+                answer = _refusal(request, error)
+                if flow_cookie is None:
+                    return answer
+                return Answer(answer.status, answer.code, answer.headers + (("set-cookie", clear_cookie(flow_cookie)),),
+                              answer.body, grpc_status=answer.grpc_status)
+            headers = (("location", location), ("cache-control", "no-store"), ("x-request-id", request_id),
+                       *(("set-cookie", value) for value in set_cookies))
+            return Answer(302, "signin_complete", headers, None, identity=identity)
+        if target.endpoint == "signed_out":
+            return Answer(200, "signed_out", page_headers, pages.signed_out(request_id))
+        if target.endpoint == "frontchannel_logout":
+            ok = await signin.frontchannel_logout(query, defer)
+            return Answer(200 if ok else 400, "frontchannel_logout" if ok else "frontchannel_logout_refused",
+                          (("cache-control", "no-store"), ("x-request-id", request_id)), "")
+        # logout
+        if method == "GET":
+            identity = await signin.identity(request)
+            csrf = signin.session_csrf(request) if identity else None
+            if not csrf:
+                return Answer(200, "signed_out", page_headers, pages.signed_out(request_id))
+            page = pages.logout_confirm(request_id, csrf, pages.signed_in_as(identity.name, identity.username), LOGOUT_PATH)
+            return Answer(200, "logout_confirm", page_headers, page)
+        if method != "POST":
+            return _refuse(request, 405, "method_not_allowed", "sign out with POST")
+        # A cross-site form cannot sign anyone out: the browser says where the POST came from.
+        site = (request.sec_fetch_site or "").lower()
+        if (site and site not in ("same-origin", "none")) or (request.origin and request.origin != origin):
+            return _refuse(request, 403, "cross_site_logout", "sign-out must come from this site")
+        body = await request.read_body(MAX_FORM_BYTES) if request.read_body else None
+        headers, _ = await signin.logout(request, origin, read_form(body))
+        return Answer(302, "logout", (("cache-control", "no-store"), ("x-request-id", request_id), *headers), None)
 
     async def health(self, request_id: str, defer) -> Answer:
         """Readiness: every issuer's key set loaded (from memory, KV or the network)."""
@@ -241,8 +341,9 @@ def discovery_url(config: Config, version: str) -> str:
 
 
 def assemble(config: Config, policy: Policy, *, http, store, verifier, clock, log,
-             policy_groups=frozenset(), signer=None, share=share_locally) -> Gateway:
-    """Wire a gateway from its parts; the Worker passes platform adapters, tests host ones."""
+             policy_groups=frozenset(), signer=None, share=share_locally, platform=None) -> Gateway:
+    """Wire a gateway from its parts; the Worker passes platform adapters, tests host ones.
+    `platform`: what browser sign-in needs besides (cipher, rsa_signer, random_bytes)."""
     keys = {
         version: IssuerKeys(
             discovery_url(config, version),
@@ -261,4 +362,49 @@ def assemble(config: Config, policy: Policy, *, http, store, verifier, clock, lo
     validator = TokenValidator(config, keys, verifier)
     if config.token_cache_seconds:
         validator = CachingValidator(validator, keys, clock=clock, skew=config.clock_skew, max_age=config.token_cache_seconds)
-    return Gateway(config, validator, policy, keys=keys, policy_groups=policy_groups, signer=signer, clock=clock, log=log)
+    pages.set_branding(config.branding)
+    signin = None
+    if policy is not None and policy.has_login_routes:
+        if config.signin is None:
+            raise ConfigError("routes with login = true need browser sign-in: set ENTRA_CLIENT_ID, "
+                              "ENTRA_CLIENT_CERTIFICATE (or ENTRA_CLIENT_SECRET) and SESSION_KEYS")
+        if platform is None:
+            raise ConfigError("browser sign-in needs the platform's cipher and signer")
+        id_keys = keys.get("2.0") or IssuerKeys(
+            discovery_url(config, "2.0"), config.authority, http=http, store=store, clock=clock, log=log,
+            max_age=config.jwks_max_age, cooldown=config.jwks_cooldown, timeout=config.fetch_timeout, share=share,
+        )
+        signin = build_signin(config, id_keys, verifier, http=http, store=store, clock=clock, log=log,
+                              policy_groups=policy_groups, platform=platform)
+    return Gateway(config, validator, policy, keys=keys, policy_groups=policy_groups, signer=signer, clock=clock, log=log,
+                   signin=signin)
+
+
+def signin_endpoints(config: Config) -> Endpoints:
+    """Entra's v2 endpoints for the configured tenant (or organizations/common)."""
+    base = f"{config.authority}/{config.tenant}/oauth2/v2.0"
+    return Endpoints(base + "/authorize", base + "/token", base + "/logout")
+
+
+def build_signin(config: Config, id_keys: IssuerKeys, verifier, *, http, store, clock, log, policy_groups,
+                 platform) -> SignIn:
+    settings = config.signin
+    credential = ClientCredential(settings.client_id, certificate=settings.certificate, secret=settings.secret,
+                                  signer=platform.rsa_signer, clock=clock)
+    endpoints = signin_endpoints(config)
+
+    async def get_endpoints() -> Endpoints:
+        return endpoints
+
+    async def issuer_of(tid: str, defer) -> str | None:
+        if not config.tenant_allowed(tid):
+            return None
+        key_set = await id_keys.current(defer)
+        return key_set.issuer.replace("{tenantid}", tid)
+
+    return SignIn(
+        settings=settings, endpoints=get_endpoints, entra=TokenEndpoint(http, credential, config.fetch_timeout),
+        id_tokens=IdTokenValidator(config, id_keys, verifier, settings.client_id),
+        sealer=Sealer(platform.cipher, settings.session_keys, platform.random_bytes), store=store, clock=clock, log=log,
+        policy_groups=policy_groups, issuers=issuer_of,
+    )

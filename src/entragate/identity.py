@@ -31,6 +31,8 @@ class Identity:
     audience: str
     expires_at: float  # exp
     not_before: float = 0.0  # the later of nbf and iat (0 if neither)
+    # How the caller proved it: "bearer" (an access token) or "session" (browser sign-in).
+    auth_method: str = "bearer"
 
 
 # The Identity object itself (17 slots), its three tuples and two floats, beside its strings

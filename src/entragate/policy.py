@@ -196,17 +196,19 @@ class Route:
     """One compiled route. `evaluate` is called with the validated identity."""
 
     __slots__ = (
-        "name", "source", "public", "origin", "fixed_decision", "match_spec",
+        "name", "source", "public", "origin", "login", "fixed_decision", "match_spec",
         "_allow_json", "_deny_json", "_allow", "_deny", "_scopes", "_ready",
         "_allowed", "_denied", "_overage", "_not_met", "_scope",
     )
 
     def __init__(self, name, source="", public=False, origin=None, allow=None, deny=None,
-                 match_spec=(), fixed_decision=None):
+                 match_spec=(), fixed_decision=None, login=False):
         self.name = name
         self.source = source
         self.public = public
         self.origin = origin
+        # Browsers may sign in (a session) here; without it only a bearer token counts.
+        self.login = login
         # Set on the stand-in route returned for a method nobody allowed: the decision is
         # known without a token, so the gateway may answer it without validating one.
         self.fixed_decision = fixed_decision
@@ -318,12 +320,14 @@ class Policy:
     JSON, so loading is `json.loads` plus a few attribute stores; Route objects (and their
     condition closures) are built on first use."""
 
-    __slots__ = ("version", "spellings", "_data", "_routes", "_refusals", "_index", "_folded", "_fold")
+    __slots__ = ("version", "spellings", "has_login_routes", "_data", "_routes", "_refusals", "_index", "_folded",
+                 "_fold")
 
     def __init__(self, data: dict):
         self.version = str(data.get("version", ""))
         self.spellings = data.get("spellings", "refuse")
         self._data = data["routes"]
+        self.has_login_routes = any(item.get("login") for item in self._data)
         self._routes: list = [None] * len(self._data)
         self._refusals: dict = {}
         self._index = _tiers(data["index"])
@@ -365,6 +369,7 @@ class Policy:
             route = Route(
                 item["name"], item.get("source", ""), bool(item.get("public", False)),
                 item.get("origin"), item.get("allow"), item.get("deny"), item.get("match", ()),
+                login=bool(item.get("login", False)),
             )
             if not route.public and route._allow_json is None and route._deny_json is None:
                 raise ValueError(f"compiled policy: route {route.name} has no condition")

@@ -19,7 +19,15 @@ from .errors import AmbiguousPath
 from .paths import canonical_host, canonical_path, host_without_port
 
 HEALTH_PATH = "/.well-known/entragate/health"
-GATEWAY_PATHS = {HEALTH_PATH: "health", JWKS_PATH: "jwks"}
+GATEWAY_PATHS = {
+    HEALTH_PATH: "health", JWKS_PATH: "jwks",
+    # Browser sign-in (signin.py): answered by the gateway whether or not sign-in is configured.
+    "/.well-known/entragate/signin": "signin",
+    "/.well-known/entragate/callback": "callback",
+    "/.well-known/entragate/logout": "logout",
+    "/.well-known/entragate/frontchannel-logout": "frontchannel_logout",
+    "/.well-known/entragate/signed-out": "signed_out",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,7 +35,7 @@ class Target:
     host: str  # canonical: what routes are matched against
     path_and_query: str  # raw, byte for byte: what the origin receives after its base URL
     path: str | None  # canonical path; None for the gateway's own endpoints
-    endpoint: str | None = None  # "health" | "jwks" for the gateway's own endpoints
+    endpoint: str | None = None  # GATEWAY_PATHS' name for the gateway's own endpoints
 
 
 def split_url(url: str) -> tuple[str, str]:

@@ -11,6 +11,7 @@ Identity headers (prefix configurable, default `x-entragate-`):
 | `username`       | `preferred_username` (v2) or `upn` / `unique_name` (v1)           |
 | `client-id`      | `azp` (v2) or `appid` (v1): the calling application               |
 | `token-kind`     | `user` or `app`                                                   |
+| `auth-method`    | `bearer` (an access token) or `session` (browser sign-in)         |
 | `groups`         | comma-separated group ids that the policy refers to (see below)   |
 | `groups-overage` | `true` when Entra left groups out of the token                    |
 | `roles`          | comma-separated app roles                                         |
@@ -173,6 +174,7 @@ def identity_headers(identity: Identity, groups: list[str], prefix: str) -> list
         ("username", identity.username),
         ("client-id", identity.client_id),
         ("token-kind", identity.kind),
+        ("auth-method", identity.auth_method),
         ("groups-overage", "true" if identity.groups_overage else None),
         ("scopes", " ".join(identity.scopes)),
     ]

@@ -391,6 +391,7 @@ def compile_sources(sources: list, errors: list, warnings: list):
                 "source": f"{stem}:routes[{index}]",
                 "public": route.public,
                 "origin": route.origin,
+                **({"login": True} if route.login else {}),
                 "allow": None if route.allow is None else condition_json(route.allow, aliases, ctx, ("allow",)),
                 "deny": None if route.deny is None else condition_json(route.deny, aliases, ctx, ("deny",)),
             }

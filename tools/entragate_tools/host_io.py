@@ -6,6 +6,9 @@ import time
 import urllib.error
 import urllib.request
 
+from urllib.parse import urlencode
+
+from entragate.entra import HttpFailure
 from entragate.keys import KeyFetchError
 
 MAX_DOCUMENT_BYTES = 512 * 1024
@@ -35,6 +38,28 @@ class UrllibHttp:
     async def get_json(self, url: str, timeout: float):
         return await asyncio.to_thread(self._get, url, timeout)
 
+    def _post(self, url: str, fields: dict, timeout: float):
+        self.requests.append(url)
+        request = urllib.request.Request(url, data=urlencode(fields).encode(), method="POST", headers={
+            "content-type": "application/x-www-form-urlencoded", "accept": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                status, body = response.status, response.read(MAX_DOCUMENT_BYTES + 1)
+        except urllib.error.HTTPError as error:
+            status, body = error.code, error.read(MAX_DOCUMENT_BYTES + 1)
+        except (OSError, ValueError) as error:
+            raise HttpFailure(f"{url} fetch failed: {type(error).__name__}") from None
+        if len(body) > MAX_DOCUMENT_BYTES:
+            raise HttpFailure(f"{url} answer too large")
+        try:
+            document = json.loads(body)
+        except ValueError:
+            document = None
+        return status, document if isinstance(document, dict) else None
+
+    async def post_form(self, url: str, fields: dict, timeout: float):
+        return await asyncio.to_thread(self._post, url, fields, timeout)
+
 
 class MemoryStore:
     def __init__(self):
@@ -43,7 +68,7 @@ class MemoryStore:
     async def get(self, key):
         return self.data.get(key)
 
-    async def put(self, key, value):
+    async def put(self, key, value, ttl=None):
         self.data[key] = value
 
 

@@ -210,11 +210,18 @@ class Route(BaseModel):
     origin: Annotated[str, Field(pattern=r"^https?://[^\s/?#]+(/[^\s?#]*)?$")] | None = Field(
         None, description="Forward matching requests to this origin instead of the default one."
     )
+    login: bool = Field(
+        False, description="Browsers may sign in here (a session cookie): an anonymous navigation is sent to "
+        "Entra's sign-in; other clients still need a bearer token. Needs ENTRA_CLIENT_ID, a client credential "
+        "and SESSION_KEYS.",
+    )
 
     @model_validator(mode="after")
     def _access(self) -> "Route":
         if self.public and (self.allow is not None or self.deny is not None):
             raise ValueError("a public route takes no allow/deny (no token is checked)")
+        if self.public and self.login:
+            raise ValueError("a public route needs no sign-in: `login` and `public` exclude each other")
         if not self.public and self.allow is None and self.deny is None:
             raise ValueError("route needs `allow`, `deny`, or `public = true` (nothing is allowed by default)")
         return self
