@@ -27,6 +27,7 @@ KEY_ID_CHARS = 8
 # Browsers keep cookies of up to 4096 bytes (name, value and attributes): what is sealed into
 # one must stay under this, or it goes to KV (signin.py).
 MAX_COOKIE_VALUE_BYTES = 3800
+_BASE64URL = re.compile(r"[A-Za-z0-9_-]+={0,2}")
 _SEALED = re.compile(r"v1\.([A-Za-z0-9_-]{8})\.([A-Za-z0-9_-]{40,5000})")
 
 
@@ -66,10 +67,9 @@ def parse_session_keys(text: str) -> tuple[SessionKey, ...]:
     for item in (part.strip() for part in text.split(",")):
         if not item:
             continue
-        try:
-            secret = base64.urlsafe_b64decode(item + "=" * (-len(item) % 4))
-        except (binascii.Error, ValueError):
-            raise SessionKeyError("SESSION_KEYS: each key must be base64url (make one with `entragate session-key`)") from None
+        if not _BASE64URL.fullmatch(item):
+            raise SessionKeyError("SESSION_KEYS: each key must be base64url (make one with `entragate session-key`)")
+        secret = _b64url_decode(item.rstrip("="))
         if len(secret) != KEY_BYTES:
             raise SessionKeyError(f"SESSION_KEYS: each key must hold {KEY_BYTES} random bytes, one holds {len(secret)}")
         keys.append(SessionKey(key_id(secret), secret))

@@ -434,6 +434,32 @@ def cmd_assertion_key(args, out, err) -> int:
     return OK
 
 
+def cmd_session_key(args, out, err) -> int:
+    from .host_crypto import new_session_key
+
+    print(new_session_key(), file=out)
+    print("store it with `npx wrangler secret put SESSION_KEYS`; to rotate, put a new key first, comma-separated "
+          "(`NEW,OLD`): the first seals new sessions, all of them open existing ones; drop OLD after "
+          "SESSION_LIFETIME_SECONDS", file=err)
+    return OK
+
+
+def cmd_client_certificate(args, out, err) -> int:
+    from pathlib import Path
+
+    from entragate.client_auth import parse_certificate
+
+    from .host_crypto import new_client_certificate
+
+    secret, certificate = new_client_certificate(args.name, args.days)
+    Path(args.out).write_text(certificate)
+    print(secret, file=out, end="")
+    print(f"the certificate (public part) is in {args.out}: upload it to the app registration (Certificates & secrets);"
+          f" its SHA-256 thumbprint (x5t#S256) is {parse_certificate(secret).thumbprint_s256}. Store stdout with "
+          "`npx wrangler secret put ENTRA_CLIENT_CERTIFICATE` (it holds the private key).", file=err)
+    return OK
+
+
 # ---------------------------------------------------------------- argument parsing
 
 DESCRIPTION = """\
@@ -449,6 +475,10 @@ commands:
   schema   print the JSON Schema of policy files (or of test files with --tests)
   assertion-key
            print a new private EC P-256 JWK for the ASSERTION_SIGNING_KEY secret
+  session-key
+           print a new key for the SESSION_KEYS secret (browser sessions)
+  client-certificate
+           make a key and self-signed certificate for ENTRA_CLIENT_CERTIFICATE
 
 exit codes: 0 ok, 1 policy error or failing test, 2 usage error"""
 
@@ -526,6 +556,28 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.set_defaults(func=cmd_assertion_key)
+
+    p = sub.add_parser(
+        "session-key", help="print a new browser-session key",
+        description="Print 32 random bytes, base64url, for the SESSION_KEYS secret that seals browser sessions"
+        " (AES-256-GCM).\n\nexample: python tools/entragate.py session-key | npx wrangler secret put SESSION_KEYS",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.set_defaults(func=cmd_session_key)
+
+    p = sub.add_parser(
+        "client-certificate", help="make the gateway's client certificate",
+        description="Make an RSA 2048 key and a self-signed certificate for the gateway's app registration."
+        " stdout: the PEM for the ENTRA_CLIENT_CERTIFICATE secret (private key and certificate); the"
+        " certificate alone goes to --out, to upload to the registration.\n\n"
+        "example: python tools/entragate.py client-certificate --out gateway.crt | npx wrangler secret put"
+        " ENTRA_CLIENT_CERTIFICATE",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--out", default="entragate-client.crt", metavar="FILE", help="certificate to upload (PEM)")
+    p.add_argument("--name", default="entragate", help="the certificate's common name")
+    p.add_argument("--days", type=int, default=365, help="validity in days (default 365)")
+    p.set_defaults(func=cmd_client_certificate)
     return parser
 
 

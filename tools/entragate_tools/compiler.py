@@ -20,7 +20,7 @@ from pydantic import BaseModel, ValidationError
 
 from entragate.policy import FORMAT, Policy
 
-from . import spellings, tenants
+from . import sessions_check, spellings, tenants
 from .schema import PolicyFile, is_guid
 
 ALIAS_KINDS = ("groups", "users", "clients", "tenants")
@@ -528,6 +528,7 @@ def _compile_policies(directory, files, deployments) -> Compiled:
         route._prepare()
     warnings.extend(spellings.spelling_warnings(overlaps, routes_json, ctxs, policy, _host_text))
     warnings.extend(tenants.grant_warnings(routes_json, ctxs, deployments))
+    warnings.extend(sessions_check.session_warnings(routes_json, ctxs))
     return Compiled(data, text, version, policy, sources, warnings, aliases)
 
 
