@@ -53,14 +53,21 @@ class ConfigError(ValueError):
 
 
 @dataclass(frozen=True, slots=True)
-class SignInSettings:
-    """The gateway's own app registration, for browser sign-in and its calls as itself."""
+class ClientSettings:
+    """The gateway's own app registration, for everything it asks Entra as itself: browser
+    sign-in, Microsoft Graph, Google workload identity federation."""
 
     client_id: str
     certificate: Certificate | None
     secret: str | None
-    session_keys: tuple[SessionKey, ...]
-    session_lifetime: int
+
+
+@dataclass(frozen=True, slots=True)
+class SessionSettings:
+    """Browser sessions (signin.py)."""
+
+    keys: tuple[SessionKey, ...]
+    lifetime: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +95,8 @@ class Config:
     # STRIP_HEADERS: client headers the operator also wants removed, beside the built-in list.
     strip_header_names: frozenset[str] = frozenset()
     strip_header_families: tuple[str, ...] = ()
-    signin: SignInSettings | None = None
+    client: ClientSettings | None = None
+    sessions: SessionSettings | None = None
     branding: Branding = Branding()
 
     @property
@@ -162,17 +170,18 @@ class Config:
             audit_allow_sample_rate=reader.fraction("AUDIT_ALLOW_SAMPLE_RATE", 1.0),
             token_cache_seconds=reader.integer("TOKEN_CACHE_SECONDS", DEFAULT_TOKEN_CACHE_SECONDS, 0, 3600),
             **reader.header_names("STRIP_HEADERS"),
-            signin=_signin_settings(reader),
+            client=_client_settings(reader),
+            sessions=_session_settings(reader),
             branding=_branding(reader),
         )
 
 
-SIGNIN_VARIABLES = ("ENTRA_CLIENT_ID", "ENTRA_CLIENT_CERTIFICATE", "ENTRA_CLIENT_SECRET", "SESSION_KEYS")
+CLIENT_VARIABLES = ("ENTRA_CLIENT_ID", "ENTRA_CLIENT_CERTIFICATE", "ENTRA_CLIENT_SECRET")
 
 
-def _signin_settings(reader: "_Reader") -> SignInSettings | None:
-    """None when no sign-in variable is set (bearer-only deployments need none of them)."""
-    if not any(reader.present(name) for name in SIGNIN_VARIABLES):
+def _client_settings(reader: "_Reader") -> ClientSettings | None:
+    """None when none of its variables is set (bearer-only deployments need none)."""
+    if not any(reader.present(name) for name in CLIENT_VARIABLES):
         return None
     client_id = reader.text("ENTRA_CLIENT_ID").lower()
     if not GUID.match(client_id):
@@ -183,12 +192,21 @@ def _signin_settings(reader: "_Reader") -> SignInSettings | None:
         raise ConfigError("set one of ENTRA_CLIENT_CERTIFICATE (recommended) or ENTRA_CLIENT_SECRET, as a secret")
     try:
         certificate = parse_certificate(certificate_text) if certificate_text else None
+    except CredentialError as error:
+        raise ConfigError(str(error)) from None
+    return ClientSettings(client_id, certificate, secret)
+
+
+def _session_settings(reader: "_Reader") -> SessionSettings | None:
+    if not reader.present("SESSION_KEYS"):
+        return None
+    try:
         keys = parse_session_keys(reader.text("SESSION_KEYS"))
-    except (CredentialError, SessionKeyError) as error:
+    except SessionKeyError as error:
         raise ConfigError(str(error)) from None
     lifetime = reader.integer("SESSION_LIFETIME_SECONDS", DEFAULT_SESSION_LIFETIME_SECONDS, 300,
                               MAX_SESSION_LIFETIME_SECONDS)
-    return SignInSettings(client_id, certificate, secret, keys, lifetime)
+    return SessionSettings(keys, lifetime)
 
 
 def _branding(reader: "_Reader") -> Branding:

@@ -365,7 +365,7 @@ def assemble(config: Config, policy: Policy, *, http, store, verifier, clock, lo
     pages.set_branding(config.branding)
     signin = None
     if policy is not None and policy.has_login_routes:
-        if config.signin is None:
+        if config.client is None or config.sessions is None:
             raise ConfigError("routes with login = true need browser sign-in: set ENTRA_CLIENT_ID, "
                               "ENTRA_CLIENT_CERTIFICATE (or ENTRA_CLIENT_SECRET) and SESSION_KEYS")
         if platform is None:
@@ -388,8 +388,8 @@ def signin_endpoints(config: Config) -> Endpoints:
 
 def build_signin(config: Config, id_keys: IssuerKeys, verifier, *, http, store, clock, log, policy_groups,
                  platform) -> SignIn:
-    settings = config.signin
-    credential = ClientCredential(settings.client_id, certificate=settings.certificate, secret=settings.secret,
+    client = config.client
+    credential = ClientCredential(client.client_id, certificate=client.certificate, secret=client.secret,
                                   signer=platform.rsa_signer, clock=clock)
     endpoints = signin_endpoints(config)
 
@@ -403,8 +403,9 @@ def build_signin(config: Config, id_keys: IssuerKeys, verifier, *, http, store, 
         return key_set.issuer.replace("{tenantid}", tid)
 
     return SignIn(
-        settings=settings, endpoints=get_endpoints, entra=TokenEndpoint(http, credential, config.fetch_timeout),
-        id_tokens=IdTokenValidator(config, id_keys, verifier, settings.client_id),
-        sealer=Sealer(platform.cipher, settings.session_keys, platform.random_bytes), store=store, clock=clock, log=log,
+        client_id=client.client_id, session_lifetime=config.sessions.lifetime, endpoints=get_endpoints,
+        entra=TokenEndpoint(http, credential, config.fetch_timeout),
+        id_tokens=IdTokenValidator(config, id_keys, verifier, client.client_id),
+        sealer=Sealer(platform.cipher, config.sessions.keys, platform.random_bytes), store=store, clock=clock, log=log,
         policy_groups=policy_groups, issuers=issuer_of,
     )

@@ -128,11 +128,12 @@ class _CachedSession:
 
 
 class SignIn:
-    def __init__(self, *, settings, endpoints, entra, id_tokens, sealer: Sealer, store, clock, log,
-                 policy_groups: frozenset[str], issuers):
+    def __init__(self, *, client_id: str, session_lifetime: int, endpoints, entra, id_tokens, sealer: Sealer, store,
+                 clock, log, policy_groups: frozenset[str], issuers):
         """`endpoints()`: the Endpoints (async); `entra.exchange_code(...)`: the token response;
         `issuers(tid)`: the v2 issuer the tenant's tokens carry (None if not allowed)."""
-        self.settings = settings
+        self.client_id = client_id
+        self.session_lifetime = session_lifetime
         self._endpoints = endpoints
         self._entra = entra
         self._id_tokens = id_tokens
@@ -186,8 +187,8 @@ class SignIn:
                 oid=payload["oid"], tid=payload["tid"], sub=payload.get("sub"), name=payload.get("name"),
                 username=payload.get("username"), groups=tuple(payload.get("groups", ())),
                 groups_overage=bool(payload.get("overage")), roles=tuple(payload.get("roles", ())), scopes=(),
-                client_id=self.settings.client_id, kind=USER, version="2.0", issuer=payload.get("iss", ""),
-                audience=self.settings.client_id, expires_at=float(payload["exp"]), not_before=float(payload["iat"]),
+                client_id=self.client_id, kind=USER, version="2.0", issuer=payload.get("iss", ""),
+                audience=self.client_id, expires_at=float(payload["exp"]), not_before=float(payload["iat"]),
                 auth_method="session",
             )
         except (KeyError, TypeError, ValueError):
@@ -214,7 +215,7 @@ class SignIn:
                 "exp": int(self._clock()) + FLOW_LIFETIME_SECONDS}
         sealed = await self._sealer.seal(FLOW_COOKIE_PREFIX, flow)
         query = urlencode({
-            "client_id": self.settings.client_id, "response_type": "code", "redirect_uri": origin + CALLBACK_PATH,
+            "client_id": self.client_id, "response_type": "code", "redirect_uri": origin + CALLBACK_PATH,
             "response_mode": "query", "scope": SCOPE, "state": state, "nonce": nonce,
             "code_challenge": pkce_challenge(verifier), "code_challenge_method": "S256",
         })
@@ -268,7 +269,7 @@ class SignIn:
         issued = int(now)
         payload = {
             "sid": random_token(), "csrf": random_token(), "iat": issued,
-            "exp": issued + self.settings.session_lifetime, "iss": identity.issuer,
+            "exp": issued + self.session_lifetime, "iss": identity.issuer,
             "oid": identity.oid, "tid": identity.tid, "sub": identity.sub, "name": identity.name,
             "username": identity.username,
             # Only the groups some rule names: a session must stay small, and nothing else about
@@ -298,7 +299,7 @@ class SignIn:
             raise SignInFailed("the sign-out form did not come from this session")
         await self.revoke(_revocation_key(payload), payload["exp"])
         endpoints = await self._endpoints()
-        query = urlencode({"post_logout_redirect_uri": origin + SIGNED_OUT_PATH, "client_id": self.settings.client_id})
+        query = urlencode({"post_logout_redirect_uri": origin + SIGNED_OUT_PATH, "client_id": self.client_id})
         return (("location", f"{endpoints.end_session}?{query}"), ("set-cookie", clear_cookie(SESSION_COOKIE))), None
 
     async def frontchannel_logout(self, query: str, defer) -> bool:
@@ -309,7 +310,7 @@ class SignIn:
         tid = issuer.rstrip("/").removesuffix("/v2.0").rpartition("/")[2]
         if not sid or len(sid) > 256 or not issuer or await self._issuers(tid, defer) != issuer:
             return False
-        await self.revoke("idp:" + sid, int(self._clock()) + self.settings.session_lifetime)
+        await self.revoke("idp:" + sid, int(self._clock()) + self.session_lifetime)
         return True
 
     async def revoke(self, key: str, until: float) -> None:

@@ -403,7 +403,7 @@ def test_key_rotation_new_key_seals_old_keys_still_open_until_dropped(tenant, co
 def test_an_expired_session_is_no_session(harness):
     harness.sign_in()
     assert isinstance(harness.handle("/app/x"), Forward)
-    harness.clock.now += harness.config.signin.session_lifetime + 1
+    harness.clock.now += harness.config.sessions.lifetime + 1
     assert harness.handle("/app/x").code == "signin_redirect"
 
 

@@ -17,27 +17,26 @@ def config(**variables):
     return Config.from_env({**BASE, **variables}.get)
 
 
-def test_no_sign_in_variable_means_no_sign_in():
-    assert config().signin is None
+def test_no_client_or_session_variable_means_neither():
+    assert config().client is None and config().sessions is None
 
 
-def test_a_complete_sign_in_configuration_with_a_certificate_or_a_secret():
-    with_certificate = config(ENTRA_CLIENT_ID=CLIENT, ENTRA_CLIENT_CERTIFICATE=PEM, SESSION_KEYS=new_session_key()).signin
-    assert with_certificate.certificate is not None and with_certificate.secret is None
-    assert with_certificate.session_lifetime == 8 * 3600
+def test_a_client_with_a_certificate_or_a_secret_and_sessions():
+    loaded = config(ENTRA_CLIENT_ID=CLIENT, ENTRA_CLIENT_CERTIFICATE=PEM, SESSION_KEYS=new_session_key())
+    assert loaded.client.certificate is not None and loaded.client.secret is None
+    assert loaded.sessions.lifetime == 8 * 3600
     with_secret = config(ENTRA_CLIENT_ID=CLIENT, ENTRA_CLIENT_SECRET="s", SESSION_KEYS=new_session_key(),
-                         SESSION_LIFETIME_SECONDS="3600").signin
-    assert with_secret.secret == "s" and with_secret.session_lifetime == 3600
+                         SESSION_LIFETIME_SECONDS="3600")
+    assert with_secret.client.secret == "s" and with_secret.sessions.lifetime == 3600
+    assert config(ENTRA_CLIENT_ID=CLIENT, ENTRA_CLIENT_SECRET="s").sessions is None  # Graph alone needs no sessions
 
 
 def test_a_certificate_pasted_with_escaped_newlines_is_read():
-    assert config(ENTRA_CLIENT_ID=CLIENT, ENTRA_CLIENT_CERTIFICATE=PEM.replace("\n", "\\n"),
-                  SESSION_KEYS=new_session_key()).signin.certificate
+    assert config(ENTRA_CLIENT_ID=CLIENT, ENTRA_CLIENT_CERTIFICATE=PEM.replace("\n", "\\n")).client.certificate
 
 
 @pytest.mark.parametrize("variables,message", [
-    ({"ENTRA_CLIENT_ID": CLIENT, "ENTRA_CLIENT_SECRET": "s"}, "SESSION_KEYS is required"),
-    ({"SESSION_KEYS": "x"}, "ENTRA_CLIENT_ID is required"),
+    ({"ENTRA_CLIENT_SECRET": "s"}, "ENTRA_CLIENT_ID is required"),
     ({"ENTRA_CLIENT_ID": "not-a-guid", "ENTRA_CLIENT_SECRET": "s", "SESSION_KEYS": "k"}, "ENTRA_CLIENT_ID must be"),
     ({"ENTRA_CLIENT_ID": CLIENT, "SESSION_KEYS": "k"}, "one of ENTRA_CLIENT_CERTIFICATE"),
     ({"ENTRA_CLIENT_ID": CLIENT, "ENTRA_CLIENT_SECRET": "s", "ENTRA_CLIENT_CERTIFICATE": PEM, "SESSION_KEYS": "k"},
@@ -65,7 +64,7 @@ def test_every_sign_in_and_page_mistake_names_its_variable(variables, message):
 
 def test_two_session_keys_seal_with_the_first_and_the_same_key_twice_is_refused():
     first, second = new_session_key(), new_session_key()
-    keys = config(ENTRA_CLIENT_ID=CLIENT, ENTRA_CLIENT_SECRET="s", SESSION_KEYS=f"{first}, {second}").signin.session_keys
+    keys = config(SESSION_KEYS=f"{first}, {second}").sessions.keys
     assert [key.secret for key in keys] == [base64.urlsafe_b64decode(k + "=") for k in (first, second)]
     with pytest.raises(ConfigError, match="same key twice"):
         config(ENTRA_CLIENT_ID=CLIENT, ENTRA_CLIENT_SECRET="s", SESSION_KEYS=f"{first},{first}")
