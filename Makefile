@@ -5,7 +5,7 @@ PY := $(UV) run --frozen python
 PORT ?= 8787
 PYTEST_ARGS ?=
 
-.PHONY: setup policy test test-host test-runtime fuzz demo dev deploy check bench clean
+.PHONY: setup policy test test-host test-runtime fuzz demo token dev deploy check bench clean
 
 setup: .venv/.synced node_modules/.installed
 
@@ -40,6 +40,10 @@ fuzz: policy
 # Mock Entra tenant + echo origin + the gateway, offline; prints curl lines. Ctrl-C stops all.
 demo: policy
 	$(PY) scripts/demo.py --port $(PORT)
+
+# A test token from the running demo's mock tenant (ARGS=--help for the options).
+token: setup
+	@$(PY) scripts/mint_token.py $(ARGS)
 
 # The Worker under `wrangler dev` in workerd: `pywrangler dev` with network, the same workerd
 # with a locally built Pyodide bundle without (runner/dev.py says which). ARGS: more options.
