@@ -274,6 +274,7 @@ def test_choosing_a_user_redirects_with_code_state_and_session_state(tenant, bro
 
 def test_second_visit_signs_in_with_sso(tenant, browser):
     first = sign_in(browser, "grace")
+    browser.cookies = {"other_app": 'odd,"value"', **browser.cookies, "x": "y=z"}  # 127.0.0.1 is shared
     again = browser.get(authorize_url(tenant, state="second"))
     assert again.status == 302
     _, query = again.location
@@ -513,7 +514,7 @@ def test_error_responses_are_shaped_like_entras(tenant):
 
 
 @pytest.mark.parametrize("case", [
-    "wrong key", "wrong x5t#S256", "unknown legacy x5t", "no thumbprint", "wrong aud", "v1 token endpoint aud",
+    "wrong key", "wrong x5t#S256", "unknown legacy x5t", "no thumbprint", "wrong aud", "v1 token endpoint aud", "aud list",
     "iss differs from sub", "sub is another app", "expired", "not yet valid", "no jti", "alg none", "alg HS256",
     "tampered payload", "not a JWT",
 ])
@@ -527,6 +528,7 @@ def test_client_assertion_failures(tenant, case):
         "no thumbprint": lambda: assertion(tenant, headers={"x5t#S256": None}),
         "wrong aud": lambda: assertion(tenant, aud="https://login.microsoftonline.com/common/oauth2/v2.0/token"),
         "v1 token endpoint aud": lambda: assertion(tenant, aud=f"{tenant.authority}/{DEFAULT_TENANT_ID}/oauth2/token"),
+        "aud list": lambda: assertion(tenant, aud=[tenant.token_endpoint()]),
         "iss differs from sub": lambda: assertion(tenant, iss="someone-else"),
         "sub is another app": lambda: assertion(tenant, iss=GRAPH_APP_ID, sub=GRAPH_APP_ID),
         "expired": lambda: assertion(tenant, exp=now - 3600, nbf=now - 4000, iat=now - 4000),
@@ -543,7 +545,7 @@ def test_client_assertion_failures(tenant, case):
     }[case]
     expected = {
         "wrong key": 700027, "wrong x5t#S256": 700027, "unknown legacy x5t": 700027, "no thumbprint": 50027,
-        "wrong aud": 700023, "v1 token endpoint aud": 700023, "iss differs from sub": 50048,
+        "wrong aud": 700023, "v1 token endpoint aud": 700023, "aud list": 700023, "iss differs from sub": 50048,
         "sub is another app": 700021, "expired": 700024, "not yet valid": 700024, "no jti": 50027,
         "alg none": 700027, "alg HS256": 700027, "tampered payload": 700027, "not a JWT": 50027,
     }[case]
