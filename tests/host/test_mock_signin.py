@@ -767,7 +767,7 @@ def test_logout_ends_sso_and_runs_front_channel_logout(tenant, browser):
         f"http://127.0.0.1:8787/.well-known/entragate/frontchannel-logout?x=1&sid={sid}&iss={issuer}",
     ]
 
-    back = "http://127.0.0.1:8787/signed-out"
+    back = "http://127.0.0.1:8787/.well-known/entragate/signed-out"  # where the gateway's logout returns to
     page = browser.get(f"{tenant.end_session_endpoint()}?"
                        + urllib.parse.urlencode({"post_logout_redirect_uri": back, "state": "bye"}))
     assert page.status == 200 and page.headers["Content-Type"].startswith("text/html")
@@ -787,6 +787,7 @@ def test_logout_ends_sso_and_runs_front_channel_logout(tenant, browser):
 
 @pytest.mark.parametrize("target", [
     "https://evil.example/", "http://127.0.0.1:8787/a/b", "http://127.0.0.1:80@evil.example/", "javascript:alert(1)",
+    "http://127.0.0.1:8787/.well-known/entragate/signed-out/../../x",
 ])
 def test_logout_redirects_only_to_registered_uris(tenant, browser, target):
     sign_in(browser)
@@ -795,6 +796,10 @@ def test_logout_redirects_only_to_registered_uris(tenant, browser, target):
     assert b"You signed out" in page.body
     assert b"<script" not in page.body and b"refresh" not in page.body and b"evil" not in page.body
     assert b"javascript:" not in page.body
+    tenant.post_logout_redirect_uris = ["https://gw.example/bye"]
+    assert b"refresh" not in browser.get(f"{tenant.end_session_endpoint()}?post_logout_redirect_uri=http://127.0.0.1:1/").body
+    assert b"https://gw.example/bye" in browser.get(
+        f"{tenant.end_session_endpoint()}?post_logout_redirect_uri=https://gw.example/bye").body
 
 
 def test_logout_without_a_cookie_by_hints(tenant):
