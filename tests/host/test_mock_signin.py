@@ -564,7 +564,7 @@ def _tamper(token: str) -> str:
     return f"{header}.{encoded}.{signature}"
 
 
-def test_legacy_x5t_is_accepted_and_pss_verifies(tenant):
+def test_legacy_x5t_and_the_audience_forms_are_accepted(tenant):
     legacy = assertion(tenant, headers={"x5t#S256": None, "x5t": tenant.client_certificate_thumbprint})
     assert set(jwt.get_unverified_header(legacy)) == {"alg", "typ", "x5t"}
     form = {"grant_type": "client_credentials", "scope": "https://graph.microsoft.com/.default",
