@@ -1,7 +1,7 @@
 """One JSON line per decision, written to the Workers console (Workers Logs / Logpush).
 
 Fields: time, request_id, method, host, path (without the query, which may carry secrets),
-rule, decision (allow | deny), reason, status (the HTTP status sent; gRPC denials are HTTP
+rule, decision (allow | deny | signin: the gateway's own sign-in and sign-out events), reason, status (the HTTP status sent; gRPC denials are HTTP
 200, so their line also has grpc_status), oid, tid, client_id, token_kind, latency_ms.
 Never a token, a signature or any other header value. Denials are always logged; allowed
 requests are logged with probability AUDIT_ALLOW_SAMPLE_RATE.
@@ -14,7 +14,7 @@ from .identity import Identity
 
 
 def audit_line(*, now: float, request_id: str, method: str, host: str | None, path: str, rule: str | None,
-               allowed: bool, reason: str, status: int, identity: Identity | None, latency_ms: float,
+               decision: str, reason: str, status: int, identity: Identity | None, latency_ms: float,
                grpc_status: int | None = None) -> str:
     record = {
         "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now * 1000) % 1000:03d}Z",
@@ -23,7 +23,7 @@ def audit_line(*, now: float, request_id: str, method: str, host: str | None, pa
         "host": host,
         "path": path,
         "rule": rule,
-        "decision": "allow" if allowed else "deny",
+        "decision": decision,
         "reason": reason,
         "status": status,
         "oid": identity.oid if identity else None,

@@ -71,6 +71,8 @@ class Forward:
 # Answers about the gateway itself, not decisions about a request: not audited.
 UNAUDITED = frozenset({"health", "jwks", "signed_out", "logout_confirm"})
 SIGNIN_ENDPOINTS = frozenset({"callback", "logout", "frontchannel_logout", "signed_out", "signin"})
+# Sign-in events: neither a request forwarded nor one refused (audit decision "signin").
+SIGNIN_EVENTS = frozenset({"signin_complete", "logout", "frontchannel_logout"})
 
 
 def _is_gateway_cookie(name: str) -> bool:
@@ -299,10 +301,11 @@ def decision_audit_line(request: IncomingRequest, result: Forward | Answer, stat
                         now: float, failure: Answer | None = None) -> str:
     allowed = isinstance(result, Forward)
     answer = failure or (None if allowed else result)  # what the client was told, if not the origin's answer
+    decision = "allow" if allowed else ("signin" if result.code in SIGNIN_EVENTS else "deny")
     host, path_and_query = split_url(request.url)
     return audit_line(
         now=now, request_id=request.request_id, method=request.method, host=host,
-        path=path_and_query.partition("?")[0], rule=result.rule, allowed=allowed,
+        path=path_and_query.partition("?")[0], rule=result.rule, decision=decision,
         reason=answer.code if answer else result.reason, status=status, identity=result.identity,
         latency_ms=latency_ms, grpc_status=answer.grpc_status if answer else None,
     )
