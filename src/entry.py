@@ -62,6 +62,9 @@ class Default(WorkerEntrypoint):
             authorization=headers.get("authorization"),
             accept=headers.get("accept"),
             content_type=headers.get("content-type"),
+            connection=headers.get("connection"),
+            upgrade=headers.get("upgrade"),
+            body_without_length=bool(js_request.body) and "content-length" not in headers,
         )
         if _gateway is None:
             try:

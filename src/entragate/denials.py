@@ -21,7 +21,7 @@ REALM = "entragate"
 JSON, HTML, GRPC = "json", "html", "grpc"
 
 _TITLES = {
-    400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 500: "Internal Server Error",
+    400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 411: "Length Required", 500: "Internal Server Error",
     502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout",
 }
 # https://grpc.github.io/grpc/core/md_doc_http-grpc-status-mapping.html, read in reverse
@@ -32,6 +32,7 @@ _MESSAGES = {
     "malformed_credential": "The Authorization header is not a single bearer token.",
     "keys_unavailable": "The gateway cannot check tokens right now.",
     "ambiguous_path": "The request path is ambiguous.",
+    "length_required": "A GET or HEAD request's body needs a Content-Length.",
     "origin_unreachable": "The service behind the gateway could not be reached.",
     "origin_timeout": "The service behind the gateway did not answer in time.",
     "gateway_misconfigured": "The gateway is misconfigured.",

@@ -25,7 +25,7 @@ from .policy import Policy
 from .target import Target, request_target, split_url
 from .token_cache import DEFAULT_MAX_ENTRIES, CachingValidator
 from .tokens import TokenValidator
-from .upstream import HeaderStripper, forwarded_groups, identity_headers
+from .upstream import HeaderStripper, forwarded_groups, identity_headers, is_websocket_handshake
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +37,10 @@ class IncomingRequest:
     authorization: str | None = None
     accept: str | None = None
     content_type: str | None = None
+    connection: str | None = None  # hop-by-hop options (upstream.HeaderStripper)
+    upgrade: str | None = None
+    # The body streams without a declared length (Transfer-Encoding: chunked, or a stream).
+    body_without_length: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +55,10 @@ class Forward:
 
 # Answers about the gateway itself, not decisions about a request: not audited.
 UNAUDITED = frozenset({"health", "jwks"})
+# Methods whose body the Workers fetch API forwards only when its length is declared: a GET or
+# HEAD body of unknown length (chunked) would reach the origin empty, so it is refused (411)
+# rather than silently dropped. Other methods stream any body (platform_io.forward).
+METHODS_NEEDING_BODY_LENGTH = frozenset({"GET", "HEAD"})
 
 
 # The identity-header memo's budget (bounded.py): its entries hold the Identity too (as the
@@ -129,9 +137,12 @@ class Gateway:
     async def _decide_route(self, request, defer, target: Target, method: str, route) -> Forward | Answer:
         path_and_query = target.path_and_query
         origin = (route.origin or self.config.origin_url).rstrip("/")
-        strip = tuple(self._headers_to_strip(request.header_names))
+        strip = tuple(self._headers_to_strip(request.header_names, request.connection,
+                                             is_websocket_handshake(method, request.upgrade)))
         request_id_header = (self._request_id_header, request.request_id)
         if route.public:
+            if unforwardable := _unforwardable_body(request, method, route.name):
+                return unforwardable
             return Forward(origin + path_and_query, strip, (request_id_header,), None, route.name, "public")
 
         token = extract_bearer(request.authorization)
@@ -141,6 +152,8 @@ class Gateway:
             challenge = insufficient_scope_challenge() if decision.reason == "insufficient_scope" else None
             return _refuse(request, 403, decision.reason, "not allowed by policy", challenge, rule=route.name,
                            identity=identity)
+        if unforwardable := _unforwardable_body(request, method, route.name, identity):
+            return unforwardable
 
         part = self._identity_parts.get(identity)
         if part is None:
@@ -213,6 +226,14 @@ def _refuse(request: IncomingRequest, status: int, code: str, detail: str, chall
             rule: str | None = None, identity: Identity | None = None) -> Answer:
     kind = client_kind(request.accept, request.content_type)
     return deny(status, code, detail, request.request_id, kind, challenge, rule=rule, identity=identity)
+
+
+def _unforwardable_body(request: IncomingRequest, method: str, rule: str, identity: Identity | None = None):
+    """The refusal for an allowed request whose body could not reach the origin intact, or None."""
+    if request.body_without_length and method in METHODS_NEEDING_BODY_LENGTH:
+        return _refuse(request, 411, "length_required", f"a {method} request's body needs a Content-Length",
+                       rule=rule, identity=identity)
+    return None
 
 
 def _refusal(request: IncomingRequest, error: GatewayError, *, rule: str | None = None) -> Answer:
