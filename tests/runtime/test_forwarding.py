@@ -192,6 +192,24 @@ def test_ten_megabyte_upload_arrives_byte_identical(stack):
     assert echo["body_sha256"] == hashlib.sha256(payload).hexdigest()
 
 
+def test_subrequests_bypass_cloudflares_cache(stack):
+    """platform_io.forward passes `cache: "no-store"`: workerd accepts it (a value it did not
+    know would be a TypeError, answered 500) and marks the subrequest to neither read nor fill
+    the cache (its cf options: cacheLevel bypass, cacheTtl -1). What the origin sees of it:
+    `Cache-Control: no-cache` and `Pragma: no-cache` when the client sent neither; a client's
+    own pass unchanged."""
+    token = stack.tenant.mint()
+    status, _, body = raw_request(stack, "GET", "/api/cache/none", [("Authorization", f"Bearer {token}")])
+    assert status == 200
+    seen = echoed_headers(body)
+    assert seen["cache-control"] == ["no-cache"] and seen["pragma"] == ["no-cache"]
+    own = [("Cache-Control", "max-age=60, stale-if-error=30"), ("Pragma", "x-custom")]
+    status, _, body = raw_request(stack, "GET", "/api/cache/own", [("Authorization", f"Bearer {token}"), *own])
+    assert status == 200
+    seen = echoed_headers(body)
+    assert seen["cache-control"] == ["max-age=60, stale-if-error=30"] and seen["pragma"] == ["x-custom"]
+
+
 def test_method_path_and_query_are_forwarded_unchanged(stack):
     token = stack.tenant.mint(claims={"groups": [API_WRITERS]})
     status, _, body = raw_request(stack, "PATCH", "/api/a%20b/%C3%A9?q=%2F..%2F&x=1&x=2", [("Authorization", f"Bearer {token}")], b"{}")
