@@ -69,6 +69,9 @@ class Default(WorkerEntrypoint):
             sec_fetch_site=headers.get("sec-fetch-site"),
             origin=headers.get("origin"),
             read_body=lambda limit: platform_io.read_capped(js_request.body, limit),
+            connection=headers.get("connection"),
+            upgrade=headers.get("upgrade"),
+            body_without_length=bool(js_request.body) and "content-length" not in headers,
         )
         if _gateway is None:
             try:

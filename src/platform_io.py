@@ -312,28 +312,71 @@ class OriginUnreachable(Exception):
     pass
 
 
+# Every subrequest to the origin bypasses Cloudflare's cache: with the RequestInit option
+# `cache: "no-store"` (compatibility flag cache_option_enabled, on from 2024-11-11) the runtime
+# neither looks the request up in the cache nor stores the origin's answer, whatever its
+# Cache-Control says, so one user's answer is never served to another (README, "Caching").
+# workerd sends `Cache-Control: no-cache` and `Pragma: no-cache` with it when the client sent
+# neither. ("no-cache" would still store answers; workerd knows no other value.)
+SUBREQUEST_CACHE = "no-store"
+# The fetch API refuses a body in a RequestInit for these methods, but lets a Request passed on
+# as it is keep one: their body (of declared length: gateway.METHODS_NEEDING_BODY_LENGTH) goes
+# with the client's Request.
+_BODY_ONLY_AS_RECEIVED = frozenset({"GET", "HEAD"})
+_MAX_STREAM_LENGTH = 2**53 - 1  # a JS number
+
+
+def _upload_stream(content_length: str | None):
+    """The native stream the request body is passed through on its way to the origin, so the
+    gateway learns when the origin has all of it. A declared length is kept (FixedLengthStream:
+    the origin gets the client's Content-Length, and a body that ends early is an error), any
+    other body streams as it comes (IdentityTransformStream: chunked). Both pipe inside the
+    runtime: no byte of the body passes through Python."""
+    if content_length and content_length.isascii() and content_length.isdigit() \
+            and int(content_length) <= _MAX_STREAM_LENGTH:
+        return js.FixedLengthStream.new(int(content_length))
+    return js.IdentityTransformStream.new()
+
+
+def _retrieve(future) -> None:
+    if not future.cancelled():
+        future.exception()  # an upload cut short fails the fetch too, which reports it
+
+
 async def forward(js_request, url: str, strip, add, timeout: float):
-    """Send the request on to the origin: same method and streamed body, headers edited,
-    redirects handed back to the client rather than followed. The timeout covers the wait
-    for the response headers only, so a long download is never cut off."""
+    """Send the request on to the origin: the client's Request (method, body byte for byte)
+    with its headers edited, redirects handed back to the client rather than followed, never
+    through Cloudflare's cache. The timeout is the origin's: it runs from when the origin has
+    the whole request body (at once without one) until its response headers, so neither a
+    client's slow upload nor a long download is cut off."""
     headers = js.Headers.new(js_request.headers)
     # The origin's Host comes from `url`: the client's Host named the gateway, and workerd
     # would send a client-set Host on within the zone.
     headers.delete("host")
     for name in strip:
         headers.delete(name)
-    for name, value in add:
+    for name, value in add:  # after stripping: nothing the client sent can remove or replace these
         headers.set(name, value)
     controller = js.AbortController.new()
-    init = {"method": js_request.method, "headers": headers, "redirect": "manual", "signal": controller.signal}
-    if js_request.body:
-        init["body"] = js_request.body
-    pending = asyncio.ensure_future(js.fetch(url, _js_object(init)))
+    init = {"headers": headers, "redirect": "manual", "signal": controller.signal, "cache": SUBREQUEST_CACHE,
+            "cf": {}}  # the client's request.cf (where it came from) is not a subrequest option
+    uploaded = None
+    if js_request.body and js_request.method not in _BODY_ONLY_AS_RECEIVED:
+        stream = _upload_stream(js_request.headers.get("content-length"))
+        uploaded = asyncio.ensure_future(js_request.body.pipeTo(stream.writable))
+        uploaded.add_done_callback(_retrieve)
+        init["body"] = stream.readable
+    outgoing = js.Request.new(js_request, _js_object(init))
+    pending = asyncio.ensure_future(js.fetch(url, outgoing))
     try:
+        if uploaded is not None:
+            # While the body is still coming from the client the origin is not late; it may
+            # answer before taking all of it (a 413, a 401), and that answer goes back at once.
+            await asyncio.wait((pending, uploaded), return_when=asyncio.FIRST_COMPLETED)
         return await asyncio.wait_for(asyncio.shield(pending), timeout)
     except TimeoutError:
         controller.abort()
-        pending.add_done_callback(lambda future: future.exception())  # the AbortError is expected
+        pending.add_done_callback(_retrieve)  # the AbortError is expected
         raise OriginTimeout() from None
     except JsException as error:
         raise OriginUnreachable(error.name) from None

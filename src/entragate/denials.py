@@ -23,7 +23,7 @@ JSON, HTML, GRPC = "json", "html", "grpc"
 
 _TITLES = {
     400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
-    500: "Internal Server Error",
+    411: "Length Required", 500: "Internal Server Error",
     502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout",
 }
 # https://grpc.github.io/grpc/core/md_doc_http-grpc-status-mapping.html, read in reverse
@@ -34,6 +34,7 @@ _MESSAGES = {
     "malformed_credential": "The Authorization header is not a single bearer token.",
     "keys_unavailable": "The gateway cannot check tokens right now.",
     "ambiguous_path": "The request path is ambiguous.",
+    "length_required": "A GET or HEAD request's body needs a Content-Length.",
     "origin_unreachable": "The service behind the gateway could not be reached.",
     "origin_timeout": "The service behind the gateway did not answer in time.",
     "gateway_misconfigured": "The gateway is misconfigured.",
@@ -110,7 +111,6 @@ _PAGE_MESSAGES = {
     "insufficient_scope": "The sign-in does not grant the permission this page needs.",
     "no_route": "There is nothing here for this request.",
     "method_not_allowed": "This kind of request is not allowed here.",
-    "missing_token": "You need to sign in to open this page.",
     "signin_failed": "Signing in did not work.",
     "entra_unavailable": "Microsoft Entra could not be reached to finish signing in. Please try again in a minute.",
     "cross_site_logout": "Sign-out has to start from this site.",

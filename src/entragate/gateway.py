@@ -38,7 +38,7 @@ from .signin import (
 from .target import Target, request_target, split_url
 from .token_cache import DEFAULT_MAX_ENTRIES, CachingValidator
 from .tokens import TokenValidator
-from .upstream import HeaderStripper, forwarded_groups, identity_headers
+from .upstream import HeaderStripper, forwarded_groups, identity_headers, is_websocket_handshake
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +56,10 @@ class IncomingRequest:
     origin: str | None = None  # the Origin header
     # `await read_body(limit)`: the request body, or None if it holds more than `limit` bytes.
     read_body: object = None
+    connection: str | None = None  # hop-by-hop options (upstream.HeaderStripper)
+    upgrade: str | None = None
+    # The body streams without a declared length (Transfer-Encoding: chunked, or a stream).
+    body_without_length: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +87,12 @@ def request_origin(url: str) -> str:
     """scheme://host[:port] of the request URL, as the client used it."""
     scheme, _, rest = url.partition("://")
     return f"{scheme}://{rest.partition('/')[0].partition('?')[0]}"
+
+
+# Methods whose body the Workers fetch API forwards only when its length is declared: a GET or
+# HEAD body of unknown length (chunked) would reach the origin empty, so it is refused (411)
+# rather than silently dropped. Other methods stream any body (platform_io.forward).
+METHODS_NEEDING_BODY_LENGTH = frozenset({"GET", "HEAD"})
 
 
 # The identity-header memo's budget (bounded.py): its entries hold the Identity too (as the
@@ -165,7 +175,8 @@ class Gateway:
     async def _decide_route(self, request, defer, target: Target, method: str, route) -> Forward | Answer:
         path_and_query = target.path_and_query
         origin = (route.origin or self.config.origin_url).rstrip("/")
-        strip = tuple(self._headers_to_strip(request.header_names))
+        strip = tuple(self._headers_to_strip(request.header_names, request.connection,
+                                             is_websocket_handshake(method, request.upgrade)))
         request_id_header = (self._request_id_header, request.request_id)
         cookie = ()
         kept = without_cookies(request.cookie, _is_gateway_cookie)
@@ -174,6 +185,8 @@ class Gateway:
             strip += ("cookie",)
             cookie = (("cookie", kept),) if kept else ()
         if route.public:
+            if unforwardable := _unforwardable_body(request, method, route.name):
+                return unforwardable
             return Forward(origin + path_and_query, strip, (request_id_header, *cookie), None, route.name, "public")
 
         if route.login and self.signin is not None and not request.authorization:
@@ -190,6 +203,8 @@ class Gateway:
             challenge = insufficient_scope_challenge() if decision.reason == "insufficient_scope" else None
             return _refuse(request, 403, decision.reason, "not allowed by policy", challenge, rule=route.name,
                            identity=identity)
+        if unforwardable := _unforwardable_body(request, method, route.name, identity):
+            return unforwardable
 
         part = self._identity_parts.get(identity)
         if part is None:
@@ -316,6 +331,14 @@ def _refuse(request: IncomingRequest, status: int, code: str, detail: str, chall
             rule: str | None = None, identity: Identity | None = None) -> Answer:
     kind = client_kind(request.accept, request.content_type)
     return deny(status, code, detail, request.request_id, kind, challenge, rule=rule, identity=identity)
+
+
+def _unforwardable_body(request: IncomingRequest, method: str, rule: str, identity: Identity | None = None):
+    """The refusal for an allowed request whose body could not reach the origin intact, or None."""
+    if request.body_without_length and method in METHODS_NEEDING_BODY_LENGTH:
+        return _refuse(request, 411, "length_required", f"a {method} request's body needs a Content-Length",
+                       rule=rule, identity=identity)
+    return None
 
 
 def _refusal(request: IncomingRequest, error: GatewayError, *, rule: str | None = None) -> Answer:

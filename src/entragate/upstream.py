@@ -36,6 +36,15 @@ origin moved behind entragate might still trust (LOOKALIKE_IDENTITY_FAMILIES, by
 LOOKALIKE_IDENTITY_HEADERS), the operator's own (STRIP_HEADERS), and headers with which some
 origin frameworks replace the request's path, host or method (ROUTING_OVERRIDE_HEADERS): the
 gateway decided on the request line and Host, so the origin must not act on anything else.
+
+Hop-by-hop headers (RFC 9110 §7.6.1: Connection, the headers it names, Keep-Alive, TE,
+Transfer-Encoding, Trailer, Upgrade, and the proxy ones) describe one connection, not the
+request: they are removed too, so that what the origin receives does not depend on what the
+runtime's HTTP client happens to drop (HOP_BY_HOP_HEADERS). The one exception is
+`Upgrade: websocket` on a GET, which the runtime turns into its own WebSocket handshake with
+the origin. Whatever the client's Connection header names is removed from the *client's*
+headers only: the gateway's own headers are set afterwards, and the Connection header itself
+never reaches the origin, so no hop after the gateway can be told to drop one of them.
 """
 
 import re
@@ -91,6 +100,22 @@ ROUTING_OVERRIDE_HEADERS = frozenset({
     "x-forwarded-prefix", "x-forwarded-host", "x-forwarded-server", "x-original-host", "x-host",
     "forwarded", "x-http-method-override", "x-http-method", "x-method-override",
 })
+# Hop-by-hop headers: meaningful for one connection, never forwarded by a proxy (RFC 9110
+# §7.6.1, RFC 9112 §9.6, RFC 7230 §A.1.2, RFC 7540 §3.2.1). On a subrequest workerd's HTTP client
+# writes its own Connection, Keep-Alive, TE, Trailer, Upgrade and Transfer-Encoding and drops
+# the client's, but passes Proxy-Connection, Proxy-Authorization (a credential meant for a
+# proxy, not for the origin), Proxy-Authenticate, HTTP2-Settings and every header a Connection
+# header names: the gateway removes them all itself (docs/SECURITY.md, "Hop-by-hop headers").
+# The body is forwarded with its own framing (platform_io.forward), never by these headers.
+HOP_BY_HOP_HEADERS = frozenset({
+    "connection", "keep-alive", "proxy-connection", "te", "transfer-encoding", "trailer",
+    "proxy-authorization", "proxy-authenticate", "http2-settings",
+})
+# Hop-by-hop as well, but workerd's fetch reads `Upgrade: websocket` to make its own WebSocket
+# handshake with the origin: kept for that (a GET, as RFC 6455 requires), removed otherwise.
+UPGRADE = "upgrade"
+WEBSOCKET = "websocket"
+_FIELD_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 §5.1 token
 _SAFE = "".join(chr(c) for c in range(0x20, 0x7F) if chr(c) not in "%")
 _SAFE_IN_LIST = _SAFE.replace(",", "")
 
@@ -120,21 +145,39 @@ def normalised_name(name: str) -> str:
     return _SEPARATORS.sub("-", name.lower())
 
 
+def is_websocket_handshake(method: str, upgrade: str | None) -> bool:
+    """A WebSocket opening handshake as workerd's fetch reads one: `Upgrade: websocket` (any
+    case), on a GET. workerd's own server refuses the header on any other method; the gateway
+    removes it there, so the origin never gets a GET handshake for a request decided as a POST."""
+    return method == "GET" and upgrade is not None and upgrade.strip(" \t").lower() == WEBSOCKET
+
+
+def connection_options(connection: str | None) -> frozenset[str]:
+    """The header names a Connection header nominates as hop-by-hop (lower-cased); anything
+    that is not a field name (an empty item, spaces inside) names nothing."""
+    if not connection:
+        return frozenset()
+    options = (item.strip(" \t").lower() for item in connection.split(","))
+    return frozenset(option for option in options if _FIELD_NAME.fullmatch(option))
+
+
 # Clients send the same few dozen header names over and over: remember each name's verdict.
 # Bounded, since names are attacker-chosen: at most MAX_REMEMBERED_NAMES names of at most
 # MAX_REMEMBERED_NAME_LENGTH characters (~1024 x (128 + ~120 bytes of str and dict slot)
 # = 0.25 MB at worst); a longer name is judged afresh each time, and the oldest goes first.
 MAX_REMEMBERED_NAMES = 1024
 MAX_REMEMBERED_NAME_LENGTH = 128
+_KEEP, _STRIP, _UPGRADE = 0, 1, 2  # remembered verdicts
 
 
 class HeaderStripper:
     """Which client headers must not reach the origin: every spelling of the identity prefix,
-    the lookalike families and names above, routing overrides, the operator's additions
-    (STRIP_HEADERS), and Authorization unless it is to be forwarded."""
+    the lookalike families and names above, routing overrides, hop-by-hop headers (and those
+    the client's Connection header names), the operator's additions (STRIP_HEADERS), and
+    Authorization unless it is to be forwarded."""
 
     def __init__(self, prefix: str, forward_authorization: bool, names=frozenset(), families=()):
-        names = LOOKALIKE_IDENTITY_HEADERS | ROUTING_OVERRIDE_HEADERS | frozenset(names)
+        names = LOOKALIKE_IDENTITY_HEADERS | ROUTING_OVERRIDE_HEADERS | HOP_BY_HOP_HEADERS | frozenset(names)
         self._names = names if forward_authorization else names | {"authorization"}
         # A family matches its name without the last "-" too: (name + "-").startswith(family).
         self._families = (normalised_name(prefix), *LOOKALIKE_IDENTITY_FAMILIES, *families)
@@ -144,19 +187,30 @@ class HeaderStripper:
         normal = normalised_name(name)
         return normal in self._names or (normal + "-").startswith(self._families)
 
-    def __call__(self, names) -> list[str]:
-        """Names (as sent) of client headers that must not reach the origin."""
+    def _verdict(self, name: str) -> int:
+        if name.lower() == UPGRADE:
+            return _UPGRADE  # decided per request (__call__), not by the name
+        return _STRIP if self.must_strip(name) else _KEEP
+
+    def __call__(self, names, connection: str | None = None, websocket: bool = False) -> list[str]:
+        """Names (as sent) of client headers that must not reach the origin. `connection`:
+        the client's Connection header, whose options are removed too; `websocket`: the
+        request is a WebSocket handshake (is_websocket_handshake), whose Upgrade stays."""
         verdicts = self._verdicts
+        nominated = connection_options(connection)
         strip = []
         for name in names:
             verdict = verdicts.get(name)
             if verdict is None:
-                verdict = self.must_strip(name)
+                verdict = self._verdict(name)
                 if len(name) <= MAX_REMEMBERED_NAME_LENGTH:
                     if len(verdicts) >= MAX_REMEMBERED_NAMES:
                         del verdicts[next(iter(verdicts))]
                     verdicts[name] = verdict
-            if verdict:
+            if verdict == _UPGRADE:
+                if not websocket:
+                    strip.append(name)
+            elif verdict == _STRIP or (nominated and name.lower() in nominated):
                 strip.append(name)
         return strip
 

@@ -484,6 +484,10 @@ def test_echo_special_paths(origin):
     status, _, body = http_get(f"{origin.url}/__slow/0.2/z")
     assert status == 200 and json.loads(body)["path"] == "/__slow/0.2/z"
     assert time.monotonic() - started >= 0.2
+    started = time.monotonic()
+    status, _, body = http_get(f"{origin.url}/api/z?a=1&__slow=0.2")
+    assert status == 200 and json.loads(body)["query"] == "a=1&__slow=0.2"
+    assert time.monotonic() - started >= 0.2
 
 
 # --- CLIs -----------------------------------------------------------------------

@@ -83,3 +83,72 @@ def test_forward_strips_other_gateways_and_the_operators_headers_on_every_route(
     assert isinstance(result, Forward)
     assert result.strip == ("Cf-Access-Jwt-Assertion", "X_Goog_Authenticated_User_Email", "x-corp-user",
                             "X.SSO.Groups", "X-Pomerium-Claim-Email")
+
+
+def handle(request, policies=None):
+    from fixtures.host_gateway import PROJECT_POLICIES, host_gateway
+
+    import asyncio
+
+    gateway = host_gateway(policies or PROJECT_POLICIES)
+    return asyncio.run(gateway.handle(request, lambda coroutine: coroutine.close()))
+
+
+def test_a_connection_header_cannot_take_away_what_the_gateway_sets():
+    """The classic trick: `Connection: <header>` asks a hop to drop that header. Every name it
+    lists is stripped from the client's headers, Connection itself goes too, and the gateway's
+    own headers are set after stripping (platform_io.forward), so they all still arrive."""
+    from entragate.gateway import IncomingRequest
+
+    ours = "x-entragate-request-id, X-Entragate-Rule, x-entragate-user-oid, x-forwarded-for, cookie, keep-alive"
+    sent = ("Connection", "Keep-Alive", "X-Entragate-Rule", "X-Forwarded-For", "Cookie", "Accept", "Upgrade")
+    request = IncomingRequest(method="GET", url="https://app.example.net/healthz", request_id="r", header_names=sent,
+                              connection=ours, upgrade="h2c")
+    result = handle(request)
+    assert isinstance(result, Forward)
+    assert result.strip == ("Connection", "Keep-Alive", "X-Entragate-Rule", "X-Forwarded-For", "Cookie", "Upgrade")
+    assert result.add == (("x-entragate-request-id", "r"),)
+
+
+@pytest.mark.parametrize(("method", "upgrade", "kept"), [("GET", "websocket", True), ("GET", "h2c", False)])
+def test_upgrade_stays_only_for_a_websocket_handshake(method, upgrade, kept):
+    from entragate.gateway import IncomingRequest
+
+    request = IncomingRequest(method=method, url="https://app.example.net/healthz", request_id="r",
+                              header_names=("Connection", "Upgrade", "Sec-WebSocket-Key"), connection="Upgrade",
+                              upgrade=upgrade)
+    result = handle(request)
+    assert isinstance(result, Forward)
+    assert result.strip == (("Connection",) if kept else ("Connection", "Upgrade"))
+
+
+OPEN_POLICY = '[[routes]]\nname = "open"\npaths = ["/**"]\npublic = true\n'
+
+
+@pytest.mark.parametrize("method", ["GET", "HEAD"])
+def test_a_get_or_head_body_without_a_length_is_refused_not_dropped(tmp_path, method):
+    """workerd's fetch sends a GET/HEAD body only with a declared length: a chunked one would
+    reach the origin empty. The refusal is the route's, after the decision, with a 411."""
+    from entragate.gateway import IncomingRequest
+
+    (tmp_path / "open.toml").write_text(OPEN_POLICY)
+    request = IncomingRequest(method=method, url="https://app.example.net/up", request_id="r", header_names=(),
+                              body_without_length=True)
+    result = handle(request, tmp_path)
+    assert isinstance(result, Answer) and (result.status, result.code, result.rule) == (411, "length_required", "open")
+    assert ("cache-control", "no-store") in result.headers
+    # A refusal decided earlier stays that refusal (no token on a protected route: 401).
+    protected = IncomingRequest(method=method, url="https://app.example.net/api/items", request_id="r",
+                                header_names=(), body_without_length=True)
+    assert (handle(protected).status, handle(protected).code) == (401, "missing_token")
+
+
+@pytest.mark.parametrize(("method", "body_without_length"), [("POST", True), ("PUT", True), ("GET", False),
+                                                             ("HEAD", False)])
+def test_other_bodies_are_forwarded(tmp_path, method, body_without_length):
+    from entragate.gateway import IncomingRequest
+
+    (tmp_path / "open.toml").write_text(OPEN_POLICY)
+    request = IncomingRequest(method=method, url="https://app.example.net/up", request_id="r", header_names=(),
+                              body_without_length=body_without_length)
+    assert isinstance(handle(request, tmp_path), Forward)

@@ -6,7 +6,8 @@ tests now run in workerd itself; this test pins the option sets on the host as w
 option workerd does not know is caught before anything runs, with the reason in its name.
 
 platform_io is imported with a recording stand-in for `js` and `pyodide.ffi`; each adapter is
-driven once, and every dictionary it hands to a JS API is checked against the Workers set:
+driven once, and every dictionary it hands to a JS API is checked against the Workers set
+(and the forward's options against what they are for: no cache, no redirects followed):
 - fetch / new Request init: workerd's RequestInitializerDict (src/workerd/api/http.h):
   method, headers, body, redirect ("follow" | "manual"; "error" is refused), fetcher, cf,
   cache ("no-store" | "no-cache"), integrity (""), signal, encodeResponseBody
@@ -75,15 +76,52 @@ class FakeResponse:
         return self._text
 
 
-def fake_js(recorder: Recorder, fetch_answer):
+class FakeStream:
+    """A native stream (FixedLengthStream / IdentityTransformStream): its ends are markers."""
+
+    def __init__(self, kind, length=None):
+        self.kind, self.length = kind, length
+        self.writable, self.readable = ("writable", self), ("readable", self)
+        self.ended = asyncio.Event()  # the whole body went through
+
+
+class FakeBody:
+    """A request body: pipeTo takes `upload_seconds` (the client's upload)."""
+
+    def __init__(self, recorder, upload_seconds=0.0):
+        self.recorder, self.upload_seconds = recorder, upload_seconds
+
+    async def pipeTo(self, destination):
+        self.recorder.calls.append(("pipeTo", (destination,)))
+        await asyncio.sleep(self.upload_seconds)
+        self.recorder.calls.append(("uploaded", ()))
+        destination[1].ended.set()
+
+
+class FakeRequest:
+    def __init__(self, method="POST", headers=None, body=None):
+        self.method, self.headers, self.body = method, FakeHeaders(headers), body
+
+
+def fake_js(recorder: Recorder, fetch_answer, fetch_seconds=0.0):
     def record(name):
         def call(*args):
             recorder.calls.append((name, args))
         return call
 
     async def fetch(url, init):
+        """Like an origin that reads the whole body before it answers."""
         recorder.calls.append(("fetch", (url, init)))
+        body = getattr(init, "init", {}).get("body")
+        if body is not None and not getattr(init, "answers_early", False):
+            await body[1].ended.wait()
+        await asyncio.sleep(fetch_seconds)
+        recorder.calls.append(("answered", ()))
         return fetch_answer
+
+    def request_new(request, init):
+        recorder.calls.append(("Request", (request, init)))
+        return types.SimpleNamespace(passed_on=request, init=init, answers_early=getattr(request, "answers_early", False))
 
     async def import_key(*args):
         recorder.calls.append(("importKey", args))
@@ -108,6 +146,9 @@ def fake_js(recorder: Recorder, fetch_answer):
     js.AbortController = types.SimpleNamespace(new=lambda: types.SimpleNamespace(signal="signal", abort=lambda: None))
     js.Headers = types.SimpleNamespace(new=lambda init=None: FakeHeaders(getattr(init, "values", None)))
     js.Response = types.SimpleNamespace(new=response_new)
+    js.Request = types.SimpleNamespace(new=request_new)
+    js.FixedLengthStream = types.SimpleNamespace(new=lambda length: FakeStream("fixed", length))
+    js.IdentityTransformStream = types.SimpleNamespace(new=lambda: FakeStream("identity"))
     js.Uint8Array = types.SimpleNamespace(new=lambda buffer: types.SimpleNamespace(to_bytes=lambda: bytes(buffer)))
     js.crypto = types.SimpleNamespace(subtle=types.SimpleNamespace(importKey=import_key, verify=verify, sign=sign))
     js.console = types.SimpleNamespace(log=record("console.log"), error=record("console.error"))
@@ -118,7 +159,7 @@ def fake_js(recorder: Recorder, fetch_answer):
 def platform(monkeypatch):
     """(platform_io imported against the recording stand-ins, recorder, set_answer)."""
     recorder = Recorder()
-    answer = {"response": FakeResponse(200, '{"keys": []}')}
+    answer = {"response": FakeResponse(200, '{"keys": []}'), "fetch_seconds": 0.0}
 
     class Proxy:  # the fetch answer can be swapped per test
         def __getattr__(self, name):
@@ -131,7 +172,15 @@ def platform(monkeypatch):
     ffi.to_js = lambda value, dict_converter=None: value
     pyodide = types.ModuleType("pyodide")
     pyodide.ffi = ffi
-    monkeypatch.setitem(sys.modules, "js", fake_js(recorder, Proxy()))
+    js = fake_js(recorder, Proxy())
+    fetch = js.fetch
+
+    async def timed_fetch(url, init):  # the delay can be swapped per test too
+        await asyncio.sleep(answer["fetch_seconds"])
+        return await fetch(url, init)
+
+    js.fetch = timed_fetch
+    monkeypatch.setitem(sys.modules, "js", js)
     monkeypatch.setitem(sys.modules, "pyodide", pyodide)
     monkeypatch.setitem(sys.modules, "pyodide.ffi", ffi)
     monkeypatch.delitem(sys.modules, "platform_io", raising=False)
@@ -168,17 +217,91 @@ def test_a_redirect_from_a_key_endpoint_is_a_fetch_error_not_followed(platform, 
     assert [url for url, _ in recorder.of("fetch")] == ["https://login.example/keys"]
 
 
+def forward(module, request, strip=("x",), add=(("x-id", "1"),), timeout=5.0):
+    return asyncio.run(module.forward(request, "https://origin.example/p", strip, add, timeout))
+
+
 def test_forwarding_uses_only_workers_options(platform):
     module, recorder, _ = platform
-    request = types.SimpleNamespace(method="POST", headers=FakeHeaders({"host": "gw", "x": "1"}), body=object())
-    response = asyncio.run(module.forward(request, "https://origin.example/p", ("x",), (("x-id", "1"),), 5.0))
-    [(url, init)] = recorder.of("fetch")
-    assert url == "https://origin.example/p"
+    request = FakeRequest("POST", {"host": "gw", "x": "1", "content-length": "5"}, FakeBody(recorder))
+    response = forward(module, request)
+    [(passed_on, init)] = recorder.of("Request")
+    [(url, outgoing)] = recorder.of("fetch")
+    assert url == "https://origin.example/p" and outgoing.passed_on is request and outgoing.init is init
     assert_request_init(init)
     assert init["redirect"] == "manual"  # origin redirects go back to the client
+    # Never served from or stored in Cloudflare's cache: "no-store" skips both the lookup and
+    # the store ("no-cache" would still store); the client's request.cf is not passed on.
+    assert init["cache"] == "no-store" and init["cf"] == {}
+    assert "method" not in init  # the client's, with the Request passed on
     module.with_request_id(response, "req-1")
     [(_, response_init)] = recorder.of("Response")
     assert response_init is response or set(response_init) <= RESPONSE_INIT  # a Response as init: workerd takes it
+
+
+def test_the_gateways_headers_are_set_after_the_clients_are_stripped(platform):
+    """A header the client named (or spoofed) and the gateway sets arrives with the gateway's value."""
+    module, recorder, _ = platform
+    request = FakeRequest("GET", {"host": "gw", "x-entragate-rule": "forged", "connection": "x-entragate-rule",
+                                  "accept": "a"})
+    forward(module, request, strip=("x-entragate-rule", "connection"), add=(("x-entragate-rule", "api-read"),))
+    [(_, init)] = recorder.of("Request")
+    assert init["headers"].values == {"accept": "a", "x-entragate-rule": "api-read"}
+
+
+@pytest.mark.parametrize(("content_length", "stream"), [("5", ("fixed", 5)), ("0", ("fixed", 0)),
+                                                        (None, ("identity", None)), ("5, 5", ("identity", None)),
+                                                        ("9" * 17, ("identity", None)), ("٥", ("identity", None))])
+def test_a_body_goes_through_a_native_stream_that_keeps_its_framing(platform, content_length, stream):
+    """Declared length: FixedLengthStream (the origin gets the same Content-Length); anything
+    else streams (chunked). The pipe runs in the runtime: the gateway only learns when it ends."""
+    module, recorder, _ = platform
+    headers = {"content-length": content_length} if content_length is not None else {}
+    forward(module, FakeRequest("PUT", headers, FakeBody(recorder)))
+    [(destination,)] = recorder.of("pipeTo")
+    [(_, init)] = recorder.of("Request")
+    used = destination[1]
+    assert destination[0] == "writable" and init["body"] == ("readable", used)
+    assert (used.kind, used.length) == stream
+
+
+@pytest.mark.parametrize("method", ["GET", "HEAD"])
+def test_a_get_or_head_body_rides_with_the_clients_request(platform, method):
+    """fetch refuses a GET/HEAD body in a RequestInit (a TypeError, which was answered 502)
+    but keeps the body of a Request passed on as it is."""
+    module, recorder, _ = platform
+    request = FakeRequest(method, {"content-length": "5"}, FakeBody(recorder))
+    forward(module, request)
+    [(passed_on, init)] = recorder.of("Request")
+    assert passed_on is request and "body" not in init and recorder.of("pipeTo") == []
+
+
+def test_the_origin_timeout_does_not_run_while_the_client_is_still_uploading(platform):
+    module, recorder, answer = platform
+    slow_upload = FakeBody(recorder, upload_seconds=0.3)
+    response = forward(module, FakeRequest("PUT", {"content-length": "5"}, slow_upload), timeout=0.1)
+    assert response is not None
+    assert [name for name, _ in recorder.calls if name in ("uploaded", "answered")] == ["uploaded", "answered"]
+
+
+def test_the_origin_timeout_runs_once_the_origin_has_the_whole_body(platform):
+    module, recorder, answer = platform
+    answer["fetch_seconds"] = 5.0  # the origin never answers in time
+    with pytest.raises(module.OriginTimeout):
+        forward(module, FakeRequest("PUT", {"content-length": "5"}, FakeBody(recorder, upload_seconds=0.2)),
+                timeout=0.1)
+    assert [name for name, _ in recorder.calls if name == "uploaded"] == ["uploaded"]
+    with pytest.raises(module.OriginTimeout):  # and from the start without a body
+        forward(module, FakeRequest("GET", {}), timeout=0.1)
+
+
+def test_an_origin_answering_before_the_upload_ends_is_passed_on_at_once(platform):
+    module, recorder, _ = platform
+    endless = FakeBody(recorder, upload_seconds=30.0)
+    request = FakeRequest("PUT", {}, endless)
+    request.answers_early = True  # e.g. a 413 or a 401 before reading the body
+    response = forward(module, request, timeout=0.1)
+    assert response is not None and [name for name, _ in recorder.calls if name == "uploaded"] == []
 
 
 def test_webcrypto_calls_use_only_members_workerd_reads(platform):

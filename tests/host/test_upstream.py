@@ -8,9 +8,9 @@ from hypothesis import strategies as st
 
 from entragate.identity import APP, Identity
 from entragate.upstream import (
-    _SAFE, _SAFE_IN_LIST, LOOKALIKE_IDENTITY_FAMILIES, LOOKALIKE_IDENTITY_HEADERS, MAX_FORWARDED_GROUPS,
-    MAX_REMEMBERED_NAME_LENGTH, MAX_REMEMBERED_NAMES, ROUTING_OVERRIDE_HEADERS, HeaderStripper, forwarded_groups,
-    header_list, header_value, identity_headers, referenced_groups,
+    _SAFE, _SAFE_IN_LIST, HOP_BY_HOP_HEADERS, LOOKALIKE_IDENTITY_FAMILIES, LOOKALIKE_IDENTITY_HEADERS, MAX_FORWARDED_GROUPS,
+    MAX_REMEMBERED_NAME_LENGTH, MAX_REMEMBERED_NAMES, ROUTING_OVERRIDE_HEADERS, HeaderStripper, connection_options,
+    forwarded_groups, header_list, header_value, identity_headers, is_websocket_handshake, referenced_groups,
 )
 
 IDENTITY = Identity(
@@ -109,7 +109,7 @@ ORDINARY = [
     # Names that merely begin like a family without its separator.
     "X-Goog-Api-Key", "X-Goog-User-Project", "X-Amzn-Trace-Id", "X-MS-Client-Request-Id", "Remoteuser",
     "X-Users", "X-Emails", "X-Pomeriumx", "Tailscalex-User", "X-Consumers", "X-Vouched", "X-Authenticatedx",
-    "Sec-Fetch-Mode", "Upgrade", "Te",
+    "Sec-Fetch-Mode", "Expect", "Sec-WebSocket-Protocol", "Upgrade-Insecure-Requests", "Tea", "Connections",
 ]
 
 
@@ -129,7 +129,66 @@ def test_routing_overrides_and_authorization():
         assert headers_to_strip([name.upper().replace("-", "_")]) == [name.upper().replace("-", "_")]
     assert headers_to_strip(["AUTHORIZATION", "authorization"], forward_authorization=False) == ["AUTHORIZATION", "authorization"]
     assert headers_to_strip(["Authorization"], forward_authorization=True) == []
-    assert headers_to_strip(["Proxy-Authorization", "Authorization-X"], forward_authorization=False) == []
+    assert headers_to_strip(["Authorization-X", "X-Authorization"], forward_authorization=False) == []
+
+
+# RFC 9110 §7.6.1 (Connection, Proxy-Connection, Keep-Alive, TE, Transfer-Encoding, Upgrade),
+# RFC 9110 §6.6.2 (Trailer), §11.7 (the Proxy-Authenticate/-Authorization credentials of one
+# hop), RFC 7540 §3.2.1 (HTTP2-Settings). Upgrade is decided per request (below).
+HOP_BY_HOP = ["Connection", "Keep-Alive", "Proxy-Connection", "TE", "Transfer-Encoding", "Trailer",
+              "Proxy-Authorization", "Proxy-Authenticate", "HTTP2-Settings"]
+
+
+def test_the_hop_by_hop_list_is_the_rfcs():
+    assert HOP_BY_HOP_HEADERS == {name.lower() for name in HOP_BY_HOP}
+
+
+@pytest.mark.parametrize("spelling", sorted(SPELLINGS))
+@pytest.mark.parametrize("forward_authorization", [False, True])
+def test_hop_by_hop_headers_are_stripped_in_every_spelling(spelling, forward_authorization):
+    """Proxy-Authorization is a proxy's credential: stripped even when Authorization is forwarded.
+    (CGI reads `Transfer_Encoding` as HTTP_TRANSFER_ENCODING; `Connection.` is another name.)"""
+    names = [SPELLINGS[spelling](name) for name in HOP_BY_HOP if "-" in name or spelling != "mixed separators"]
+    assert headers_to_strip(names + ["Accept", "Expect"], forward_authorization=forward_authorization) == names
+
+
+@pytest.mark.parametrize(("method", "upgrade", "handshake"), [
+    ("GET", "websocket", True), ("GET", "WebSocket", True), ("GET", " websocket\t", True),
+    ("POST", "websocket", False), ("get", "websocket", False),  # methods arrive upper-cased from the gateway
+    ("GET", "h2c", False), ("GET", "websocket, h2c", False), ("GET", "TLS/1.0", False), ("GET", "", False),
+    ("GET", None, False),
+])
+def test_a_websocket_handshake_is_a_get_with_upgrade_websocket(method, upgrade, handshake):
+    assert is_websocket_handshake(method, upgrade) is handshake
+
+
+def test_upgrade_is_kept_only_for_a_websocket_handshake_whatever_the_memo_holds():
+    strip = HeaderStripper("x-entragate-", True)
+    for _ in range(2):  # the second round comes from the remembered verdicts
+        assert strip(["Upgrade", "Sec-WebSocket-Key"], "Upgrade", websocket=True) == []
+        assert strip(["Upgrade", "Sec-WebSocket-Key"], "Upgrade", websocket=False) == ["Upgrade"]
+        assert strip(["upgrade"]) == ["upgrade"]
+
+
+@pytest.mark.parametrize(("connection", "options"), [
+    ("keep-alive, X-Foo", {"keep-alive", "x-foo"}),
+    (" close ,\tX-Forwarded-For,,  ", {"close", "x-forwarded-for"}),
+    ("Upgrade, HTTP2-Settings", {"upgrade", "http2-settings"}),
+    ("x foo, x\"y, , ;", set()),  # not field names: name nothing
+    ("", set()), (None, set()),
+])
+def test_connection_options_are_the_field_names_it_lists(connection, options):
+    assert connection_options(connection) == options
+
+
+def test_headers_the_connection_header_names_are_stripped_for_that_request_only():
+    strip = HeaderStripper("x-entragate-", True)
+    names = ["Connection", "Keep-Alive", "X-Foo", "X-Foo-Bar", "X-Forwarded-For", "Cookie", "Accept", "Upgrade"]
+    connection = "keep-alive, X-FOO, x-forwarded-for, Upgrade, not a name"
+    assert strip(names, connection, websocket=True) == ["Connection", "Keep-Alive", "X-Foo", "X-Forwarded-For"]
+    assert strip(names, connection) == ["Connection", "Keep-Alive", "X-Foo", "X-Forwarded-For", "Upgrade"]
+    # The next request, without those options, keeps them: nothing nominated is remembered.
+    assert strip(names) == ["Connection", "Keep-Alive", "Upgrade"]
 
 
 def test_verdict_memo_is_bounded_by_entries_and_name_length_oldest_out_first():

@@ -23,7 +23,7 @@ API_WRITERS = "22222222-2222-4222-8222-222222222222"  # alias api-writers in pol
 PREFIX = "x-entragate-"
 # Every identity header the gateway itself may send (src/entragate/upstream.py).
 OUR_HEADERS = {PREFIX + name for name in (
-    "user-oid", "tenant-id", "subject", "name", "username", "client-id", "token-kind", "groups",
+    "user-oid", "tenant-id", "subject", "name", "username", "client-id", "token-kind", "auth-method", "groups",
     "groups-overage", "roles", "scopes", "rule", "request-id", "assertion",
 )}
 UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
@@ -190,6 +190,24 @@ def test_ten_megabyte_upload_arrives_byte_identical(stack):
     assert status == 200
     assert echo["method"] == "PUT" and echo["body_length"] == len(payload)
     assert echo["body_sha256"] == hashlib.sha256(payload).hexdigest()
+
+
+def test_subrequests_bypass_cloudflares_cache(stack):
+    """platform_io.forward passes `cache: "no-store"`: workerd accepts it (a value it did not
+    know would be a TypeError, answered 500) and marks the subrequest to neither read nor fill
+    the cache (its cf options: cacheLevel bypass, cacheTtl -1). What the origin sees of it:
+    `Cache-Control: no-cache` and `Pragma: no-cache` when the client sent neither; a client's
+    own pass unchanged."""
+    token = stack.tenant.mint()
+    status, _, body = raw_request(stack, "GET", "/api/cache/none", [("Authorization", f"Bearer {token}")])
+    assert status == 200
+    seen = echoed_headers(body)
+    assert seen["cache-control"] == ["no-cache"] and seen["pragma"] == ["no-cache"]
+    own = [("Cache-Control", "max-age=60, stale-if-error=30"), ("Pragma", "x-custom")]
+    status, _, body = raw_request(stack, "GET", "/api/cache/own", [("Authorization", f"Bearer {token}"), *own])
+    assert status == 200
+    seen = echoed_headers(body)
+    assert seen["cache-control"] == ["max-age=60, stale-if-error=30"] and seen["pragma"] == ["x-custom"]
 
 
 def test_method_path_and_query_are_forwarded_unchanged(stack):
