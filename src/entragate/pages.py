@@ -95,7 +95,8 @@ def render(*, status: int, title: str, message: str, request_id: str, tone: str 
     return (
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width,initial-scale=1">'
-        '<meta name="referrer" content="no-referrer">'
+        # same-origin: the sign-out form's POST must carry its Origin (no-referrer makes it "null").
+        '<meta name="referrer" content="same-origin">'
         f"<title>{escape(title)} · {escape(branding.name)}</title><style>{_STYLE}</style></head>"
         f'<body><main aria-labelledby="title"><header>{logo}<span>{escape(branding.name)}</span></header>'
         f'<h1 id="title" class="{tone}">{escape(title)}</h1><p>{escape(message)}</p>{who_html}{details}'
