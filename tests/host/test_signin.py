@@ -98,7 +98,8 @@ def compiled(tmp_path_factory):
 
 
 class Harness:
-    def __init__(self, tenant, policy_json, *, keys=None, store=None, clock=None, env=None, client_secret=False):
+    def __init__(self, tenant, policy_json, *, keys=None, store=None, clock=None, env=None, client_secret=False,
+                 certificate=CERTIFICATE_PEM, secret="s3cret"):
         self.tenant = tenant
         self.clock = clock or Clock()
         self.store = store if store is not None else MemoryStore()
@@ -108,7 +109,7 @@ class Harness:
             "ORIGIN_URL": "https://origin.example", "ENTRA_TENANT_ID": tenant.tenant_id,
             "ENTRA_AUTHORITY": tenant.authority, "ENTRA_AUDIENCES": tenant.client_id,
             "ENTRA_CLIENT_ID": tenant.client_id, "SESSION_KEYS": self.keys,
-            **({"ENTRA_CLIENT_SECRET": "s3cret"} if client_secret else {"ENTRA_CLIENT_CERTIFICATE": CERTIFICATE_PEM}),
+            **({"ENTRA_CLIENT_SECRET": secret} if client_secret else {"ENTRA_CLIENT_CERTIFICATE": certificate}),
             **(env or {}),
         }
         self.config = Config.from_env(variables.get)
@@ -503,3 +504,81 @@ def test_front_channel_logout_from_entra_revokes_that_entra_session(harness, ten
     assert result.status == 200
     harness.gateway.signin._cache._entries.clear()
     assert harness.handle("/app/x", navigate=False).status == 401
+
+
+# --- against the mock tenant's real authorize and token endpoints ------------------------------
+
+class RealHarness(Harness):
+    """The gateway talks to the mock tenant's real token endpoint (PKCE and client
+    authentication checked as Entra checks them); a browser picks a user on its sign-in page."""
+
+    def __init__(self, tenant, policy_json, **kwargs):
+        super().__init__(tenant, policy_json, certificate=tenant.client_certificate_pem, secret=tenant.client_secret,
+                         **kwargs)
+        if ORIGIN + "/.well-known/entragate/callback" not in tenant.redirect_uris:
+            tenant.redirect_uris.append(ORIGIN + "/.well-known/entragate/callback")  # registered, as in Entra
+        self.http = UrllibHttp()
+        self.gateway.signin._entra._http = self.http
+
+    def code_for(self, started, user="ada") -> tuple[str, str]:
+        """(code, state) Entra gives the browser that followed `started` and picked `user`."""
+        from fixtures.signin_stack import Browserless
+
+        location = header(started, "location")
+        browser = Browserless()
+        status, headers, _ = browser.request("GET", location)
+        assert status == 200, status
+        status, headers, _ = browser.request("POST", location, body=f"user={user}".encode(),
+                                             headers={"content-type": "application/x-www-form-urlencoded"})
+        assert status == 302, status
+        answer = parse_qs(urlsplit(headers["location"]).query)
+        return answer["code"][0], answer["state"][0]
+
+
+@pytest.fixture(params=["certificate", "secret"])
+def real(request, tenant, compiled):
+    return RealHarness(tenant, compiled[0], client_secret=request.param == "secret")
+
+
+def test_real_token_endpoint_accepts_the_gateways_client_credential(real, tenant):
+    code, state = real.code_for(real.handle("/app/x"))
+    done = real.handle(f"/.well-known/entragate/callback?code={code}&state={state}")
+    assert done.code == "signin_complete" and isinstance(real.handle("/app/x"), Forward)
+
+
+def test_a_code_injected_into_another_browsers_flow_fails_pkce(real):
+    """The attacker has the victim's code, and runs the callback with their own flow (state,
+    flow cookie, verifier): the token endpoint refuses the verifier, no session."""
+    victim = real.handle("/app/x", cookies={})
+    code, _ = real.code_for(victim)
+    attacker_state = parse_qs(urlsplit(header(real.handle("/app/x"), "location")).query)["state"][0]
+    done = real.handle(f"/.well-known/entragate/callback?code={code}&state={attacker_state}")
+    assert done.code == "signin_failed" and "invalid_grant" in done.body and "AADSTS501481" in done.body
+    assert SESSION_COOKIE not in real.jar
+
+
+def test_a_replayed_code_is_refused(real):
+    code, state = real.code_for(real.handle("/app/x"))
+    assert real.handle(f"/.well-known/entragate/callback?code={code}&state={state}").code == "signin_complete"
+    real.jar.clear()  # another browser, holding the stolen code
+    later_state = parse_qs(urlsplit(header(real.handle("/app/y"), "location")).query)["state"][0]
+    again = real.handle(f"/.well-known/entragate/callback?code={code}&state={later_state}")
+    assert again.code == "signin_failed" and "invalid_grant" in again.body
+
+
+def test_a_wrong_client_credential_is_no_session(tenant, compiled):
+    wrong = RealHarness(tenant, compiled[0], client_secret=True)
+    wrong.gateway.signin._entra._credential._secret = "not-the-secret"
+    code, state = wrong.code_for(wrong.handle("/app/x"))
+    done = wrong.handle(f"/.well-known/entragate/callback?code={code}&state={state}")
+    assert done.code == "signin_failed" and "invalid_client" in done.body
+
+
+def test_the_token_endpoint_down_is_a_transient_page_not_a_session(real, tenant):
+    code, state = real.code_for(real.handle("/app/x"))
+    tenant.set_mode("error500", target="token")
+    try:
+        done = real.handle(f"/.well-known/entragate/callback?code={code}&state={state}")
+    finally:
+        tenant.set_mode("ok", target="token")
+    assert (done.status, done.code) == (502, "entra_unavailable") and SESSION_COOKIE not in real.jar
