@@ -19,8 +19,8 @@ I/O is injected: `http.get_json(url, timeout)` raises KeyFetchError on any failu
 import asyncio
 import json
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
+from .authority import UnsafeUrl, document_url
 from .errors import KeysUnavailable
 from .flights import share_locally
 
@@ -95,11 +95,6 @@ def _parse_jwks(document) -> dict:
     if not keys:
         raise KeyFetchError("JWKS holds no usable RSA signing key")
     return keys
-
-
-def _same_origin(url: str, authority: str) -> bool:
-    a, b = urlsplit(url), urlsplit(authority)
-    return (a.scheme, a.hostname, a.port) == (b.scheme, b.hostname, b.port)
 
 
 async def _settled(flight) -> None:
@@ -191,10 +186,12 @@ class IssuerKeys:
         if not isinstance(discovery, dict):
             raise KeyFetchError("discovery document is not a JSON object")
         issuer = _issuer(discovery)
-        jwks_uri = discovery.get("jwks_uri")
-        # Keys come only from the configured authority, whatever a document names.
-        if not isinstance(jwks_uri, str) or not _same_origin(jwks_uri, self._authority):
-            raise KeyFetchError("jwks_uri is missing or not on the configured authority")
+        # Keys come only from the configured authority, whatever a document names, and the fetch
+        # reads the URL exactly as it was checked (authority.py).
+        try:
+            jwks_uri = document_url(discovery.get("jwks_uri"), self._authority)
+        except UnsafeUrl as error:
+            raise KeyFetchError(f"jwks_uri refused: {error}") from None
         keys = _parse_jwks(await self._http.get_json(jwks_uri, self._timeout))
         self._set = KeySet(issuer, keys, self._clock())
         defer(self._write_store(self._set.to_json(jwks_uri)))

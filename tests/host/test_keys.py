@@ -249,13 +249,23 @@ def test_no_keys_at_all_is_unavailable_and_retried_only_after_cooldown():
     assert run(scenario()).keys
 
 
-def test_jwks_uri_off_the_authority_is_refused():
+@pytest.mark.parametrize("jwks_uri", [
+    "https://attacker.example/keys",
+    "http://login.example/tid/discovery/v2.0/keys",  # another scheme
+    "https://login.example:8443/tid/discovery/v2.0/keys",  # another port
+    "https://login.example:443/tid/discovery/v2.0/keys",  # the default port, spelled out
+    "https://attacker.example\\@login.example/tid/discovery/v2.0/keys",  # WHATWG: attacker.example
+    "https://login.example/tid/../../attacker/keys",
+    None, 42,
+])
+def test_jwks_uri_off_the_authority_is_refused(jwks_uri):
     http = FakeHttp()
-    http.discovery = {"issuer": ISSUER, "jwks_uri": "https://attacker.example/keys"}
-    keys, _ = make(http)
+    http.discovery = {"issuer": ISSUER, "jwks_uri": jwks_uri}
+    keys, logs = make(http)
     with pytest.raises(KeysUnavailable):
         run(keys.current(Deferred()))
     assert http.calls == [DISCOVERY]
+    assert "jwks_uri refused" in logs[-1]
 
 
 def test_kv_copy_is_used_without_fetching_when_fresh():
