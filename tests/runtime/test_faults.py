@@ -114,6 +114,8 @@ KEY_FAULTS = [
     ("truncated", "all"), ("empty", "all"), ("huge", "all"),
     ("error500", "jwks"), ("slow", "jwks"), ("truncated", "jwks"), ("empty", "jwks"), ("html", "jwks"),
     ("empty", "discovery"),
+    # Streamed without Content-Length (issue #13 item 5): 64 MiB, or a few bytes per 0.1 s.
+    ("chunked_huge", "all"), ("chunked_huge", "jwks"), ("drip", "all"), ("drip", "jwks"),
     # Never followed, to another host or anywhere (issue #11: workerd has no redirect "error").
     ("redirect", "all"), ("redirect", "jwks"), ("redirect", "discovery"),
 ]
@@ -198,6 +200,42 @@ def test_last_known_good_keys_keep_serving_through_every_fault(faulty, origin, m
         forged = token.rsplit(".", 1)[0] + "." + faulty.tenant.mint(claims={"uti": "other"}).rsplit(".", 1)[1]
         assert faulty.request("GET", "/api/items", token=forged)[0] == 401
     assert faulty.runner.logged("keeping last-known-good keys")
+
+
+def stream_ended(tenant, target, timeout=10.0) -> dict:
+    """The mock's record of the last streamed answer for `target`, once it has ended."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        records = [record for record in tenant.streams() if record["target"] == target]
+        if records and records[-1]["ended"] is not None:
+            return records[-1]
+        time.sleep(0.05)
+    raise AssertionError(f"the {target} stream did not end within {timeout}s: {tenant.streams()}")
+
+
+@runtime
+@pytest.mark.parametrize("mode,logged", [
+    ("chunked_huge", "document over 524288 bytes"),  # the cap, counted while reading
+    ("drip", "fetch failed: TimeoutError"),  # FETCH_TIMEOUT_MS covers the body too
+])
+def test_a_streamed_key_document_is_cut_off_while_it_is_read(faulty, mode, logged):
+    """No Content-Length to go by: the gateway stops reading at the cap (or the timeout) and
+    hangs up, instead of buffering the body whole first; the mock sees the connection close
+    long before it has sent its document, and the last-known-good keys keep serving."""
+    faulty.keys_loaded = True
+    token = faulty.tenant.mint()
+    assert faulty.request("GET", "/api/items", token=token)[0] == 200
+    with tenant_fault(faulty, mode, "jwks"):
+        started = time.monotonic()
+        status, _, _ = faulty.request("GET", "/api/items", token=faulty.tenant.mint(headers={"kid": f"cut-{mode}"}))
+        elapsed = time.monotonic() - started
+        assert status == 401
+        record = stream_ended(faulty.tenant, "jwks")
+        assert record["ended"] == "closed", "the gateway read the whole document"
+        assert record["sent"] < record["total"] / 4, record
+        assert faulty.request("GET", "/api/items", token=token)[0] == 200
+    assert elapsed < FETCH_TIMEOUT_MS / 1000 + 2.0, f"took {elapsed:.2f}s"
+    assert faulty.runner.logged(logged)
 
 
 @runtime
