@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from .assertion import AssertionKeyError, parse_signing_key
+from .authority import canonical_authority
 from .client_auth import Certificate, CredentialError, parse_certificate
 from .pages import DEFAULT_BRAND_NAME, EMAIL_PATTERN, HTTPS_PATTERN, LOGO_PATTERN, MAX_LOGO_CHARS, Branding
 from .sessions import SessionKey, SessionKeyError, parse_session_keys
@@ -37,7 +38,6 @@ HEADER_PREFIX = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*-$")
 HEADER_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 MULTI_TENANT_AUTHORITIES = frozenset({"organizations", "common"})
 ANY_TENANT = "*"
-LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 
 GUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
@@ -148,8 +148,9 @@ class Config:
         return cls(
             origin_url=reader.url("ORIGIN_URL"),
             tenant=tenant,
-            # Signing keys come from here: over plain http anyone on the path could supply their own.
-            authority=reader.url("ENTRA_AUTHORITY", DEFAULT_AUTHORITY, https=True).rstrip("/"),
+            # Signing keys come from here (authority.py): https, in the one spelling the runtime's
+            # URL parser also gives it, so documents' URLs can be compared with it as strings.
+            authority=reader.authority("ENTRA_AUTHORITY", DEFAULT_AUTHORITY),
             audiences=_audience_forms(reader.items("ENTRA_AUDIENCES")),
             allowed_tenants=allowed_tenants,
             token_versions=versions,
@@ -271,15 +272,18 @@ class _Reader:
             raise ConfigError(f"{name} must list at least one value")
         return values
 
-    def url(self, name: str, default: str | None = None, *, https: bool = False) -> str:
-        """`https`: plain http only for a loopback host (a local mock), never across a network."""
+    def url(self, name: str, default: str | None = None) -> str:
         value = self.text(name, default)
         parts = urlsplit(value)
         if parts.scheme not in ("https", "http") or not parts.hostname or parts.query or parts.fragment:
             raise ConfigError(f"{name} must be an absolute http(s) URL without query or fragment")
-        if https and parts.scheme != "https" and parts.hostname not in LOOPBACK_HOSTS:
-            raise ConfigError(f"{name} must be an https URL (plain http is accepted only for a loopback host)")
         return value
+
+    def authority(self, name: str, default: str) -> str:
+        try:
+            return canonical_authority(self.text(name, default))
+        except ValueError as error:
+            raise ConfigError(f"{name} {error}") from None
 
     def boolean(self, name: str, default: bool) -> bool:
         raw = self._raw(name)

@@ -8,9 +8,13 @@ Rules (see README "Signing keys"):
   cooldown; the request that starts a fetch also hands it to `defer`, which keeps it running
   for the others if that request goes away;
 - a failed refresh keeps the last-known-good set; with no set at all: KeysUnavailable (503);
+- with no set at all (a cold isolate, or one that started while the issuer was unreachable)
+  an attempt reads KV, where another isolate may have stored a set, then the network; after
+  a failure the next attempt waits 1, 2, 4, 5, 5 … s (cold_retry_delay), not the cooldown, and
+  is shared like a fetch: the isolate serves again within ~5 s of the issuer's (or KV's) return;
 - the fetched set is written to KV in the background (`defer`), never on the response path;
-- the one KV read per isolate gets the fetch timeout: a stalled KV falls back to the network
-  rather than holding every request; a stored set dated in the future counts as stale.
+- a KV read gets the fetch timeout: a stalled KV falls back to the network rather than
+  holding every request; a stored set dated in the future counts as stale.
 
 I/O is injected: `http.get_json(url, timeout)` raises KeyFetchError on any failure, and
 `store` has async `get(key) -> str | None` / `put(key, value)`. `clock()` returns seconds.
@@ -19,8 +23,8 @@ I/O is injected: `http.get_json(url, timeout)` raises KeyFetchError on any failu
 import asyncio
 import json
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
+from .authority import UnsafeUrl, document_url
 from .errors import KeysUnavailable
 from .flights import share_locally
 
@@ -33,6 +37,16 @@ MAX_KID_LENGTH = 128  # a token's kid is no longer (tokens.py), so a longer one 
 MAX_MODULUS_CHARS = 1366  # base64url of an 8192-bit RSA modulus (Entra's are 2048-bit: 342)
 MAX_EXPONENT_CHARS = 12
 MAX_ISSUER_CHARS = 256
+# An isolate without any key set answers every token with 503, so it retries soon rather than
+# once per cooldown: the wait doubles from COLD_RETRY_FIRST_SECONDS up to
+# COLD_RETRY_MAX_SECONDS (never past the cooldown). The ceiling is what the isolate may take to
+# serve again once the issuer is back; the target is 10 s, and 5 s leaves the rest for the
+# attempt itself (KV read, discovery, JWKS). The cost while the issuer stays down: one KV read
+# and one discovery fetch per 5 s per issuer, in isolates that have no keys at all. Once there
+# are keys the cooldown bounds fetches again: only then can a token's kid ask for one. Each
+# attempt reads KV first: another isolate may have stored keys meanwhile.
+COLD_RETRY_FIRST_SECONDS = 1
+COLD_RETRY_MAX_SECONDS = 5
 
 
 class KeyFetchError(Exception):
@@ -97,9 +111,10 @@ def _parse_jwks(document) -> dict:
     return keys
 
 
-def _same_origin(url: str, authority: str) -> bool:
-    a, b = urlsplit(url), urlsplit(authority)
-    return (a.scheme, a.hostname, a.port) == (b.scheme, b.hostname, b.port)
+def cold_retry_delay(failures: int, cooldown: float) -> float:
+    """Seconds from the `failures`-th failed attempt of an isolate without keys to the next:
+    1, 2, 4, 5, 5, … never more than the cooldown (with cooldown 0, every request retries)."""
+    return min(COLD_RETRY_FIRST_SECONDS * 2 ** (failures - 1), COLD_RETRY_MAX_SECONDS, cooldown)
 
 
 async def _settled(flight) -> None:
@@ -127,9 +142,11 @@ class IssuerKeys:
         self._share = share
         self._store_key = f"entragate:jwks:v{STORE_FORMAT}:{discovery_url}"
         self._set: KeySet | None = None
-        self._store_read = None  # the one KV read (a flight)
-        self._last_attempt: float | None = None
-        self._inflight = None  # the fetch in flight, if any
+        self._last_attempt: float | None = None  # of a network fetch: the cooldown counts from it
+        self._inflight = None  # the attempt in flight (a flight), if any
+        # While there is no key set at all: failed attempts so far, and when the next may start.
+        self._failures = 0
+        self._retry_at = float("-inf")
 
     @property
     def key_set(self) -> KeySet | None:
@@ -146,21 +163,14 @@ class IssuerKeys:
         return self._set.keys.get(kid)
 
     async def _ensure(self, kid, defer) -> None:
-        if self._set is None:
-            # One KV read per isolate, shared by the requests that arrive while it runs.
-            if self._store_read is None:
-                self._store_read = self._share(self._read_store())
-            stored = await self._store_read
-            if self._set is None:
-                self._set = stored
-        if self._needs_refresh(kid) and self._may_attempt():
-            await self._refresh(defer)
+        if self._set is None and (self._inflight is not None or self._clock() >= self._retry_at):
+            await self._attempt(self._load, defer)
+        if self._set is not None and self._needs_refresh(kid) and self._may_attempt():
+            await self._attempt(self._fetch_and_keep, defer)
         if self._set is None:
             raise KeysUnavailable("signing keys for the token issuer are not available")
 
     def _needs_refresh(self, kid) -> bool:
-        if self._set is None:
-            return True
         age = self._clock() - self._set.fetched_at
         if not 0 <= age < self._max_age:  # a set "fetched" in the future would never expire
             return True
@@ -171,30 +181,49 @@ class IssuerKeys:
             return True  # joining the fetch in flight costs nothing
         return self._last_attempt is None or self._clock() - self._last_attempt >= self._cooldown
 
-    async def _refresh(self, defer) -> None:
-        if self._inflight is None:
-            self._last_attempt = self._clock()
-            self._inflight = self._share(self._fetch_and_keep(defer))
-            defer(_settled(self._inflight))
-        inflight = self._inflight
+    async def _attempt(self, work, defer) -> None:
+        """Join the attempt in flight, or start `work` as the one every request shares."""
+        flight = self._inflight
+        if flight is None:
+            flight = self._inflight = self._share(self._run(work, defer))
+            defer(_settled(flight))
+        await flight
+
+    async def _run(self, work, defer) -> None:
         try:
-            await inflight
-        except KeyFetchError as error:
+            await work(defer)
+        except KeyFetchError as error:  # logged once per attempt, not once per waiting request
             kept = "keeping last-known-good keys" if self._set else "no keys at all"
             self._log(f"key refresh failed for {self.discovery_url}: {error}; {kept}")
         finally:
-            if self._inflight is inflight:
-                self._inflight = None
+            self._inflight = None  # before the waiters resume: a later request starts afresh
+
+    async def _load(self, defer) -> None:
+        """No key set yet: KV first (another isolate may have stored one since the last
+        attempt), then the network; after a failure, the next attempt waits a backoff."""
+        stored = await self._read_store()
+        if stored is not None:
+            self._set = stored  # a stale copy is refreshed by the usual rules, and kept if that fails
+            return
+        try:
+            await self._fetch_and_keep(defer)
+        except Exception:
+            self._failures += 1
+            self._retry_at = self._clock() + cold_retry_delay(self._failures, self._cooldown)
+            raise
 
     async def _fetch_and_keep(self, defer) -> None:
+        self._last_attempt = self._clock()
         discovery = await self._http.get_json(self.discovery_url, self._timeout)
         if not isinstance(discovery, dict):
             raise KeyFetchError("discovery document is not a JSON object")
         issuer = _issuer(discovery)
-        jwks_uri = discovery.get("jwks_uri")
-        # Keys come only from the configured authority, whatever a document names.
-        if not isinstance(jwks_uri, str) or not _same_origin(jwks_uri, self._authority):
-            raise KeyFetchError("jwks_uri is missing or not on the configured authority")
+        # Keys come only from the configured authority, whatever a document names, and the fetch
+        # reads the URL exactly as it was checked (authority.py).
+        try:
+            jwks_uri = document_url(discovery.get("jwks_uri"), self._authority)
+        except UnsafeUrl as error:
+            raise KeyFetchError(f"jwks_uri refused: {error}") from None
         keys = _parse_jwks(await self._http.get_json(jwks_uri, self._timeout))
         self._set = KeySet(issuer, keys, self._clock())
         defer(self._write_store(self._set.to_json(jwks_uri)))

@@ -50,6 +50,24 @@ def test_https_and_loopback_authorities_are_accepted(authority):
     assert config(ENTRA_AUTHORITY=authority).authority == authority.rstrip("/")
 
 
+@pytest.mark.parametrize("authority,canonical", [
+    ("HTTPS://Login.MicrosoftOnline.com:443/", "https://login.microsoftonline.com"),
+    ("https://login.microsoftonline.com:8443", "https://login.microsoftonline.com:8443"),
+])
+def test_the_authority_is_kept_in_the_one_spelling_document_urls_are_compared_with(authority, canonical):
+    assert config(ENTRA_AUTHORITY=authority).authority == canonical
+
+
+@pytest.mark.parametrize("authority", [
+    "https://login.microsoftonline.com/tenant", "https://evil.example\\@login.microsoftonline.com",
+    "https://user@login.microsoftonline.com", "https://login.microsoftonline.com.", "https://127.1",
+    "https://login.microsoftonline.com:0443",
+])
+def test_an_authority_parsers_could_read_differently_is_refused(authority):
+    with pytest.raises(ConfigError, match="ENTRA_AUTHORITY"):
+        config(ENTRA_AUTHORITY=authority)
+
+
 def test_origin_may_be_plain_http():
     assert config(ORIGIN_URL="http://origin.internal:8080").origin_url == "http://origin.internal:8080"
 

@@ -354,6 +354,40 @@ def test_fault_modes_on_the_keys_endpoint(tenant):
         tenant.set_mode("sideways")
 
 
+def test_streamed_modes_send_the_real_document_chunked_and_record_how_it_ended(tenant, monkeypatch):
+    import fixtures.mock_entra as mock_entra
+
+    url = f"{tenant.authority}/common/discovery/keys"
+    monkeypatch.setattr(mock_entra, "STREAM_BYTES", 1024 * 1024)
+    tenant.set_mode("chunked_huge")
+    with urllib.request.urlopen(url, timeout=HTTP_TIMEOUT) as response:
+        assert response.headers["Transfer-Encoding"] == "chunked" and response.headers["Content-Length"] is None
+        body = response.read()
+    assert len(body) > 1024 * 1024 and json.loads(body)["keys"][0]["kid"] == tenant.signing_kid
+    tenant.set_mode("drip", delay=0.001)
+    assert get_json(url)["keys"][0]["kid"] == tenant.signing_kid
+    deadline = time.monotonic() + HTTP_TIMEOUT
+    while any(record["ended"] is None for record in tenant.streams()) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert [(r["mode"], r["ended"], r["sent"] == r["total"]) for r in tenant.streams()] == [
+        ("chunked_huge", "finished", True), ("drip", "finished", True)]
+
+    # A reader that stops early is noticed: the stream ends "closed", short of its total.
+    monkeypatch.setattr(mock_entra, "STREAM_BYTES", 64 * 1024 * 1024)
+    tenant.reset_hits()
+    tenant.set_mode("chunked_huge")
+    connection = http.client.HTTPConnection("127.0.0.1", tenant.port, timeout=HTTP_TIMEOUT)
+    connection.request("GET", "/common/discovery/keys")
+    connection.getresponse().read(100_000)
+    connection.close()
+    deadline = time.monotonic() + HTTP_TIMEOUT
+    while tenant.streams()[0]["ended"] is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    (record,) = tenant.streams()
+    assert record["ended"] == "closed" and record["sent"] < record["total"]
+    tenant.set_mode("ok")
+
+
 def test_fault_modes_can_target_discovery(tenant):
     tenant.set_mode("error500", target="discovery")
     assert http_get(tenant.discovery_url("2.0"))[0] == 500

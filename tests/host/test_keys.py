@@ -6,7 +6,9 @@ import json
 import pytest
 
 from entragate.errors import KeysUnavailable
-from entragate.keys import IssuerKeys, KeyFetchError, KeySet
+from entragate.keys import (
+    COLD_RETRY_FIRST_SECONDS, COLD_RETRY_MAX_SECONDS, IssuerKeys, KeyFetchError, KeySet, cold_retry_delay,
+)
 
 AUTHORITY = "https://login.example"
 DISCOVERY = f"{AUTHORITY}/tid/v2.0/.well-known/openid-configuration"
@@ -54,8 +56,10 @@ class FakeStore:
     def __init__(self):
         self.data = {}
         self.fail_get = False
+        self.gets = 0
 
     async def get(self, key):
+        self.gets += 1
         if self.fail_get:
             raise RuntimeError("KV unavailable")
         return self.data.get(key)
@@ -79,6 +83,11 @@ class Deferred:
     def __del__(self):
         for task in self.tasks:
             task.close()  # background work a test chose not to run
+
+
+def dropped(coroutine):
+    """A `defer` for calls whose background work (KV writes) the test does not look at."""
+    coroutine.close()
 
 
 def make(http=None, store=None, clock=None, max_age=3600, cooldown=60):
@@ -119,7 +128,7 @@ def test_fresh_keys_are_served_from_memory():
 
     async def scenario():
         for _ in range(5):
-            assert await keys.key("k1", Deferred()) is not None
+            assert await keys.key("k1", dropped) is not None
 
     run(scenario())
     assert http.jwks_fetches() == 1
@@ -130,12 +139,12 @@ def test_stale_keys_are_refreshed_after_max_age():
     keys, _ = make(http, clock=clock, max_age=3600)
 
     async def scenario():
-        await keys.current(Deferred())
+        await keys.current(dropped)
         clock.now += 3599
-        await keys.current(Deferred())
+        await keys.current(dropped)
         assert http.jwks_fetches() == 1
         clock.now += 1
-        await keys.current(Deferred())
+        await keys.current(dropped)
 
     run(scenario())
     assert http.jwks_fetches() == 2
@@ -146,17 +155,17 @@ def test_unknown_kid_refreshes_at_most_once_per_cooldown():
     keys, _ = make(http, clock=clock, cooldown=60)
 
     async def scenario():
-        await keys.current(Deferred())
-        assert await keys.key("nope-0", Deferred()) is None  # the first fetch started the cooldown
+        await keys.current(dropped)
+        assert await keys.key("nope-0", dropped) is None  # the first fetch started the cooldown
         assert http.jwks_fetches() == 1
         clock.now += 60
-        assert await keys.key("nope-1", Deferred()) is None  # refresh 2
+        assert await keys.key("nope-1", dropped) is None  # refresh 2
         clock.now += 59
-        assert await keys.key("nope-2", Deferred()) is None  # within cooldown: no fetch
+        assert await keys.key("nope-2", dropped) is None  # within cooldown: no fetch
         assert http.jwks_fetches() == 2
         clock.now += 1
         http.set_kids("k1", "k2")
-        assert await keys.key("k2", Deferred()) is not None  # cooldown over: refresh 3
+        assert await keys.key("k2", dropped) is not None  # cooldown over: refresh 3
 
     run(scenario())
     assert http.jwks_fetches() == 3
@@ -167,14 +176,14 @@ def test_rotation_new_key_appears_old_key_disappears():
     keys, _ = make(http, clock=clock, cooldown=60)
 
     async def scenario():
-        assert await keys.key("old", Deferred())
+        assert await keys.key("old", dropped)
         http.set_kids("old", "new")
         clock.now += 60
-        assert await keys.key("new", Deferred())
+        assert await keys.key("new", dropped)
         http.set_kids("new")
         clock.now += 3600
-        assert await keys.key("old", Deferred()) is None
-        assert await keys.key("new", Deferred())
+        assert await keys.key("old", dropped) is None
+        assert await keys.key("new", dropped)
 
     run(scenario())
 
@@ -185,7 +194,7 @@ def test_concurrent_requests_share_one_fetch():
 
     async def scenario():
         http.gate = asyncio.Event()
-        waiting = [asyncio.ensure_future(keys.key(f"kid-{i}", Deferred())) for i in range(100)]
+        waiting = [asyncio.ensure_future(keys.key(f"kid-{i}", dropped)) for i in range(100)]
         await asyncio.sleep(0)
         http.gate.set()
         return await asyncio.gather(*waiting)
@@ -205,10 +214,10 @@ def test_failed_refresh_keeps_last_known_good(failure):
     keys, logs = make(http, clock=clock)
 
     async def scenario():
-        await keys.current(Deferred())
+        await keys.current(dropped)
         http.failure = failure
         clock.now += 7200
-        return await keys.key("k1", Deferred())
+        return await keys.key("k1", dropped)
 
     assert run(scenario()) is not None
     assert http.jwks_fetches() == 1 and len(http.calls) == 3
@@ -228,34 +237,158 @@ def test_unusable_key_sets_count_as_failures(jwks):
     http.jwks = jwks
     keys, logs = make(http)
     with pytest.raises(KeysUnavailable):
-        run(keys.current(Deferred()))
+        run(keys.current(dropped))
     assert "no keys at all" in logs[-1]
 
 
-def test_no_keys_at_all_is_unavailable_and_retried_only_after_cooldown():
-    http, clock = FakeHttp(), FakeClock()
+def test_cold_retry_delays_double_from_one_second_to_five_and_never_pass_the_cooldown():
+    assert [cold_retry_delay(n, 60) for n in range(1, 8)] == [1, 2, 4, 5, 5, 5, 5]
+    assert [cold_retry_delay(n, 3) for n in range(1, 6)] == [1, 2, 3, 3, 3]
+    assert [cold_retry_delay(n, 0) for n in range(1, 4)] == [0, 0, 0]  # cooldown 0: every request retries
+    assert (COLD_RETRY_FIRST_SECONDS, COLD_RETRY_MAX_SECONDS) == (1, 5)
+
+
+def attempt_times(keys, http, store, clock, until, step=0.25):
+    """Send a request every `step` seconds up to `until`; the times at which one made an
+    attempt (a KV read, then discovery), each checked to be one of each."""
+    times = []
+    start = clock.now
+    while clock.now - start <= until:
+        gets, calls = store.gets, len(http.calls)
+        with pytest.raises(KeysUnavailable):
+            run(keys.current(dropped))
+        if store.gets != gets:
+            assert (store.gets - gets, len(http.calls) - calls) == (1, 1), "each attempt: KV, then discovery"
+            times.append(clock.now - start)
+        else:
+            assert len(http.calls) == calls, "no fetch without reading KV first"
+        clock.now += step
+    return times
+
+
+def test_without_keys_attempts_follow_the_backoff_not_the_cooldown():
+    """An isolate that never had keys (the issuer was down when it started) retries 1, 2, 4, 5,
+    5 … s after each failure, each time reading KV first; not once per 60 s cooldown."""
+    http, store, clock = FakeHttp(), FakeStore(), FakeClock()
     http.failure = KeyFetchError("connection refused")
-    keys, _ = make(http, clock=clock, cooldown=60)
-
-    async def scenario():
-        for _ in range(10):
-            with pytest.raises(KeysUnavailable):
-                await keys.current(Deferred())
-        assert len(http.calls) == 1
-        http.failure = None
-        clock.now += 60
-        return await keys.current(Deferred())
-
-    assert run(scenario()).keys
+    keys, logs = make(http, store, clock, cooldown=60)
+    assert attempt_times(keys, http, store, clock, until=40) == [0, 1, 3, 7, 12, 17, 22, 27, 32, 37]
+    assert sum("no keys at all" in line for line in logs) == 10
 
 
-def test_jwks_uri_off_the_authority_is_refused():
-    http = FakeHttp()
-    http.discovery = {"issuer": ISSUER, "jwks_uri": "https://attacker.example/keys"}
-    keys, _ = make(http)
+@pytest.mark.parametrize("cooldown,expected", [(3, [0, 1, 3, 6, 9, 12]), (0, [0, 0.25, 0.5, 0.75, 1.0])])
+def test_without_keys_the_backoff_never_waits_longer_than_the_cooldown(cooldown, expected):
+    http, store, clock = FakeHttp(), FakeStore(), FakeClock()
+    http.failure = KeyFetchError("connection refused")
+    keys, _ = make(http, store, clock, cooldown=cooldown)
+    assert attempt_times(keys, http, store, clock, until=expected[-1]) == expected
+
+
+@pytest.mark.parametrize("outage", [0.5, 5, 20, 600])
+def test_an_isolate_without_keys_serves_within_five_seconds_of_the_issuer_coming_back(outage):
+    http, store, clock = FakeHttp(), FakeStore(), FakeClock()
+    http.failure = KeyFetchError("connection refused")
+    keys, _ = make(http, store, clock, cooldown=60)
+    attempt_times(keys, http, store, clock, until=outage)
+    http.failure = None
+    back = clock.now
+    while True:
+        try:
+            run(keys.current(dropped))
+            break
+        except KeysUnavailable:
+            clock.now += 0.25
+    assert clock.now - back <= COLD_RETRY_MAX_SECONDS
+
+
+def test_without_keys_each_retry_reads_kv_first_and_takes_a_set_another_isolate_stored():
+    http, store, clock = FakeHttp(), FakeStore(), FakeClock()
+    http.failure = KeyFetchError("connection refused")
+    keys, _ = make(http, store, clock, cooldown=60)
     with pytest.raises(KeysUnavailable):
-        run(keys.current(Deferred()))
+        run(keys.current(dropped))
+    assert (store.gets, http.calls) == (1, [DISCOVERY])
+
+    other, _ = make(FakeHttp(), store, clock)  # another isolate, which can reach the issuer
+
+    async def warm():
+        defer = Deferred()
+        await other.current(defer)
+        await defer.run()
+
+    run(warm())
+    gets = store.gets
+    clock.now += 0.5
+    with pytest.raises(KeysUnavailable):  # within the backoff: not even KV is read again
+        run(keys.current(dropped))
+    assert store.gets == gets
+    clock.now += 0.5
+    assert run(keys.key("k1", dropped)) is not None
+    assert store.gets == gets + 1 and http.calls == [DISCOVERY], "the set came from KV, not the network"
+
+
+def test_without_keys_concurrent_requests_share_one_attempt():
+    http, store, clock = FakeHttp(), FakeStore(), FakeClock()
+    http.failure = KeyFetchError("connection refused")
+    keys, logs = make(http, store, clock, cooldown=60)
+
+    async def burst():
+        http.gate = asyncio.Event()
+        waiting = [asyncio.ensure_future(keys.key(f"kid-{i}", dropped)) for i in range(100)]
+        await asyncio.sleep(0)
+        http.gate.set()
+        return await asyncio.gather(*waiting, return_exceptions=True)
+
+    results = run(burst())
+    assert all(isinstance(result, KeysUnavailable) for result in results)
+    assert (store.gets, len(http.calls)) == (1, 1)
+    assert sum("no keys at all" in line for line in logs) == 1, "logged once per attempt, not per request"
+    clock.now += 1
+    http.failure = None
+    results = run(burst())
+    assert results == [None] * 100
+    assert (store.gets, http.calls) == (2, [DISCOVERY, DISCOVERY, JWKS])
+
+
+def test_once_keys_are_known_the_cooldown_rules_again():
+    """The backoff is for isolates without keys: one that has keys (here: after a cold
+    failure, then a success) refetches for unknown kids once per cooldown, as before."""
+    http, store, clock = FakeHttp(), FakeStore(), FakeClock()
+    http.failure = KeyFetchError("connection refused")
+    keys, _ = make(http, store, clock, cooldown=60)
+    with pytest.raises(KeysUnavailable):
+        run(keys.current(dropped))
+    clock.now += 1
+    http.failure = None
+    assert run(keys.key("k1", dropped)) is not None
+    fetches = http.jwks_fetches()
+    http.failure = KeyFetchError("connection refused")
+    for _ in range(20):
+        clock.now += 2
+        assert run(keys.key("unknown", dropped)) is None
+    assert len(http.calls) == 3 and http.jwks_fetches() == fetches  # 40 s: within the cooldown
+    clock.now += 20
+    assert run(keys.key("unknown", dropped)) is None
+    assert len(http.calls) == 4  # one attempt, 60 s after the last
+
+
+@pytest.mark.parametrize("jwks_uri", [
+    "https://attacker.example/keys",
+    "http://login.example/tid/discovery/v2.0/keys",  # another scheme
+    "https://login.example:8443/tid/discovery/v2.0/keys",  # another port
+    "https://login.example:443/tid/discovery/v2.0/keys",  # the default port, spelled out
+    "https://attacker.example\\@login.example/tid/discovery/v2.0/keys",  # WHATWG: attacker.example
+    "https://login.example/tid/../../attacker/keys",
+    None, 42,
+])
+def test_jwks_uri_off_the_authority_is_refused(jwks_uri):
+    http = FakeHttp()
+    http.discovery = {"issuer": ISSUER, "jwks_uri": jwks_uri}
+    keys, logs = make(http)
+    with pytest.raises(KeysUnavailable):
+        run(keys.current(dropped))
     assert http.calls == [DISCOVERY]
+    assert "jwks_uri refused" in logs[-1]
 
 
 def test_kv_copy_is_used_without_fetching_when_fresh():
@@ -270,7 +403,7 @@ def test_kv_copy_is_used_without_fetching_when_fresh():
     run(warm())
     second_http = FakeHttp()
     second, _ = make(second_http, store, clock)  # a new isolate
-    assert run(second.key("k1", Deferred())) is not None
+    assert run(second.key("k1", dropped)) is not None
     assert second_http.calls == []
 
 
@@ -288,7 +421,7 @@ def test_stale_kv_copy_is_last_known_good_when_refresh_fails():
     down = FakeHttp()
     down.failure = KeyFetchError("HTTP 503")
     second, _ = make(down, store, clock)
-    assert run(second.key("k1", Deferred())) is not None
+    assert run(second.key("k1", dropped)) is not None
     assert down.calls == [DISCOVERY]
 
 
@@ -297,14 +430,14 @@ def test_unreadable_or_corrupt_kv_falls_back_to_fetching():
     store.fail_get = True
     http = FakeHttp()
     keys, logs = make(http, store)
-    assert run(keys.key("k1", Deferred())) is not None
+    assert run(keys.key("k1", dropped)) is not None
     assert "ignoring cached key set" in logs[0]
 
     corrupt = FakeStore()
     corrupt.data[keys._store_key] = "{not json"
     http2 = FakeHttp()
     keys2, _ = make(http2, corrupt)
-    assert run(keys2.key("k1", Deferred())) is not None
+    assert run(keys2.key("k1", dropped)) is not None
     assert http2.jwks_fetches() == 1
 
 
@@ -312,4 +445,4 @@ def test_per_key_issuer_is_kept():
     http = FakeHttp()
     http.jwks = {"keys": [jwk("k1", issuer="https://login.microsoftonline.com/{tenantid}/v2.0")]}
     keys, _ = make(http)
-    assert run(keys.key("k1", Deferred()))["issuer"].endswith("{tenantid}/v2.0")
+    assert run(keys.key("k1", dropped))["issuer"].endswith("{tenantid}/v2.0")

@@ -65,15 +65,69 @@ class FakeHeaders:
         self.values[name.lower()] = value
 
 
+class FakeArrayBuffer:
+    """An ArrayBuffer that BYOB reads transfer: the old object is detached, its bytes move."""
+
+    def __init__(self, size=0, data=None):
+        self.data = bytearray(size) if data is None else data
+        self.detached = False
+
+    def transfer(self):
+        assert not self.detached, "read into a buffer a BYOB read had already taken"
+        self.detached = True
+        return FakeArrayBuffer(data=self.data)
+
+
+class FakeUint8Array:
+    def __init__(self, buffer, offset=0, length=None):
+        self.buffer, self.offset = buffer, offset
+        self.byteLength = len(buffer.data) - offset if length is None else length
+
+    def to_bytes(self):
+        assert not self.buffer.detached
+        return bytes(self.buffer.data[self.offset:self.offset + self.byteLength])
+
+
+class FakeByteStream:
+    """A response body handed over `piece` bytes at a time, as a network delivers it; records
+    what the reader asked for and whether it cancelled."""
+
+    def __init__(self, data: bytes, piece=4096):
+        self.data, self.piece = data, piece
+        self.position = 0
+        self.reader_options = None
+        self.requests = []  # (min, room) of each readAtLeast
+        self.cancelled = False
+
+    def getReader(self, options=None):
+        self.reader_options = options
+        return self
+
+    async def readAtLeast(self, minimum, view):
+        assert not self.cancelled
+        self.requests.append((minimum, view.byteLength))
+        buffer = view.buffer.transfer()
+        taken = 0
+        while taken < minimum and self.position < len(self.data):
+            piece = self.data[self.position:self.position + min(self.piece, view.byteLength - taken)]
+            buffer.data[view.offset + taken:view.offset + taken + len(piece)] = piece
+            taken += len(piece)
+            self.position += len(piece)
+        done = taken == 0 and self.position == len(self.data)
+        return types.SimpleNamespace(value=FakeUint8Array(buffer, view.offset, taken), done=done)
+
+    async def cancel(self):
+        self.cancelled = True
+
+    def handed_over(self) -> int:
+        return self.position
+
+
 class FakeResponse:
-    def __init__(self, status=200, text="{}", headers=None):
+    def __init__(self, status=200, text="{}", headers=None, body=...):
         self.status = status
         self.headers = FakeHeaders(headers)
-        self.body = object()
-        self._text = text
-
-    async def text(self):
-        return self._text
+        self.body = FakeByteStream(text.encode() if isinstance(text, str) else text) if body is ... else body
 
 
 class FakeStream:
@@ -149,7 +203,9 @@ def fake_js(recorder: Recorder, fetch_answer, fetch_seconds=0.0):
     js.Request = types.SimpleNamespace(new=request_new)
     js.FixedLengthStream = types.SimpleNamespace(new=lambda length: FakeStream("fixed", length))
     js.IdentityTransformStream = types.SimpleNamespace(new=lambda: FakeStream("identity"))
-    js.Uint8Array = types.SimpleNamespace(new=lambda buffer: types.SimpleNamespace(to_bytes=lambda: bytes(buffer)))
+    js.Uint8Array = types.SimpleNamespace(
+        new=lambda buffer, *view: FakeUint8Array(buffer, *view) if view else types.SimpleNamespace(to_bytes=lambda: bytes(buffer)))
+    js.ArrayBuffer = types.SimpleNamespace(new=FakeArrayBuffer)
     js.crypto = types.SimpleNamespace(subtle=types.SimpleNamespace(importKey=import_key, verify=verify, sign=sign))
     js.console = types.SimpleNamespace(log=record("console.log"), error=record("console.error"))
     return js
@@ -322,3 +378,68 @@ def test_webcrypto_calls_use_only_members_workerd_reads(platform):
     assert verify_algorithm == "RSASSA-PKCS1-v1_5"
     [(sign_algorithm, *_)] = recorder.of("sign")
     assert sign_algorithm == {"name": "ECDSA", "hash": "SHA-256"}
+
+
+# --- the document size cap, counted while reading (issue #13 item 5) ------------------------------
+# In workerd: tests/runtime/test_faults.py (modes "chunked_huge" and "drip").
+
+CAP = 1000
+
+
+def fetch_document(module, answer, monkeypatch, data: bytes, piece=4096):
+    monkeypatch.setattr(module, "MAX_DOCUMENT_BYTES", CAP)
+    stream = FakeByteStream(data, piece)
+    answer["response"] = FakeResponse(200, body=stream)  # no Content-Length, as with chunked coding
+    return stream, module.WorkersHttp().get_json("https://login.example/keys", 5.0)
+
+
+def document_of(size: int) -> bytes:
+    return b'{"x":"' + b"a" * (size - 8) + b'"}'
+
+
+@pytest.mark.parametrize("size", [8, 200, CAP])
+def test_a_document_within_the_cap_is_read_whole_in_few_reads(platform, monkeypatch, size):
+    module, _, answer = platform
+    stream, fetching = fetch_document(module, answer, monkeypatch, document_of(size))
+    assert asyncio.run(fetching) == {"x": "a" * (size - 8)}
+    assert stream.reader_options == {"mode": "byob"}  # readAtLeast exists on BYOB readers only
+    assert len(stream.requests) <= 3 and not stream.cancelled
+    assert stream.requests[0] == (CAP + 1, CAP + 1)  # one read asks for all the room there is
+
+
+@pytest.mark.parametrize("size,piece", [(CAP + 1, 4096), (CAP + 1, 7), (50 * CAP, 4096), (50 * CAP, 100)])
+def test_a_document_over_the_cap_is_refused_after_reading_cap_plus_one_bytes(platform, monkeypatch, size, piece):
+    module, _, answer = platform
+    stream, fetching = fetch_document(module, answer, monkeypatch, document_of(size), piece)
+    with pytest.raises(module.KeyFetchError, match=f"document over {CAP} bytes"):
+        asyncio.run(fetching)
+    assert stream.cancelled, "the rest of an oversized body must be cancelled, not drained"
+    assert stream.handed_over() == CAP + 1, "never a byte past the cap is read"
+    assert all(room <= CAP + 1 for _, room in stream.requests)
+
+
+def test_a_content_length_is_not_needed_for_the_cap_nor_trusted(platform, monkeypatch):
+    """A declared length below the real size changes nothing: the bytes are counted."""
+    module, _, answer = platform
+    stream, fetching = fetch_document(module, answer, monkeypatch, document_of(5 * CAP))
+    answer["response"].headers = FakeHeaders({"content-length": "10"})
+    with pytest.raises(module.KeyFetchError, match="document over"):
+        asyncio.run(fetching)
+    assert stream.cancelled
+
+
+@pytest.mark.parametrize("data", [
+    '{"keys": []}'.encode("utf-16"), '{"keys": []}'.encode("utf-32"), b'{"x": "\xff"}', b"", b"<html>",
+])
+def test_a_body_that_is_not_utf8_json_is_refused(platform, monkeypatch, data):
+    module, _, answer = platform
+    _, fetching = fetch_document(module, answer, monkeypatch, data)
+    with pytest.raises(module.KeyFetchError, match="did not return JSON"):
+        asyncio.run(fetching)
+
+
+def test_a_response_without_a_body_is_refused(platform):
+    module, _, answer = platform
+    answer["response"] = FakeResponse(200, body=None)
+    with pytest.raises(module.KeyFetchError, match="did not return JSON"):
+        asyncio.run(module.WorkersHttp().get_json("https://login.example/keys", 5.0))

@@ -19,10 +19,11 @@ import socket
 import socketserver
 import threading
 import time
+import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from fixtures.stack import Stack, environment_ok
+from fixtures.stack import Runner, Stack, environment_ok
 
 from entragate.errors import KeysUnavailable
 from entragate.keys import IssuerKeys, KeyFetchError, KeySet
@@ -114,6 +115,8 @@ KEY_FAULTS = [
     ("truncated", "all"), ("empty", "all"), ("huge", "all"),
     ("error500", "jwks"), ("slow", "jwks"), ("truncated", "jwks"), ("empty", "jwks"), ("html", "jwks"),
     ("empty", "discovery"),
+    # Streamed without Content-Length (issue #13 item 5): 64 MiB, or a few bytes per 0.1 s.
+    ("chunked_huge", "all"), ("chunked_huge", "jwks"), ("drip", "all"), ("drip", "jwks"),
     # Never followed, to another host or anywhere (issue #11: workerd has no redirect "error").
     ("redirect", "all"), ("redirect", "jwks"), ("redirect", "discovery"),
 ]
@@ -200,6 +203,42 @@ def test_last_known_good_keys_keep_serving_through_every_fault(faulty, origin, m
     assert faulty.runner.logged("keeping last-known-good keys")
 
 
+def stream_ended(tenant, target, timeout=10.0) -> dict:
+    """The mock's record of the last streamed answer for `target`, once it has ended."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        records = [record for record in tenant.streams() if record["target"] == target]
+        if records and records[-1]["ended"] is not None:
+            return records[-1]
+        time.sleep(0.05)
+    raise AssertionError(f"the {target} stream did not end within {timeout}s: {tenant.streams()}")
+
+
+@runtime
+@pytest.mark.parametrize("mode,logged", [
+    ("chunked_huge", "document over 524288 bytes"),  # the cap, counted while reading
+    ("drip", "fetch failed: TimeoutError"),  # FETCH_TIMEOUT_MS covers the body too
+])
+def test_a_streamed_key_document_is_cut_off_while_it_is_read(faulty, mode, logged):
+    """No Content-Length to go by: the gateway stops reading at the cap (or the timeout) and
+    hangs up, instead of buffering the body whole first; the mock sees the connection close
+    long before it has sent its document, and the last-known-good keys keep serving."""
+    faulty.keys_loaded = True
+    token = faulty.tenant.mint()
+    assert faulty.request("GET", "/api/items", token=token)[0] == 200
+    with tenant_fault(faulty, mode, "jwks"):
+        started = time.monotonic()
+        status, _, _ = faulty.request("GET", "/api/items", token=faulty.tenant.mint(headers={"kid": f"cut-{mode}"}))
+        elapsed = time.monotonic() - started
+        assert status == 401
+        record = stream_ended(faulty.tenant, "jwks")
+        assert record["ended"] == "closed", "the gateway read the whole document"
+        assert record["sent"] < record["total"] / 4, record
+        assert faulty.request("GET", "/api/items", token=token)[0] == 200
+    assert elapsed < FETCH_TIMEOUT_MS / 1000 + 2.0, f"took {elapsed:.2f}s"
+    assert faulty.runner.logged(logged)
+
+
 @runtime
 @pytest.mark.parametrize("path,status,code", [
     ("/api/reset", 502, "origin_unreachable"),
@@ -229,7 +268,14 @@ def test_origin_faults_do_not_bypass_authorization(faulty, origin):
 
 # --- bursts of unknown kids --------------------------------------------------------------------
 
-COOLDOWN = 3
+# Long enough for two bursts of 100 requests on a busy 2-core machine (~2.5 s each): the
+# "within the cooldown" checks must not run past it. The tests wait for its end from the
+# fetch the mock saw, not for a fixed time.
+COOLDOWN = 10
+
+
+def wait_out_the_cooldown(tenant):
+    time.sleep(max(0.0, COOLDOWN + 0.3 - tenant.seconds_since("discovery")))
 
 
 @pytest.fixture(scope="module")
@@ -255,7 +301,7 @@ def test_a_burst_of_unknown_kids_costs_at_most_one_fetch_per_cooldown(bursty):
     assert statuses == [401] * 99 + [200]
     assert (tenant.hits("discovery"), tenant.hits("jwks")) == (1, 1)
     # After the cooldown: one more fetch for the next 100, however they interleave.
-    time.sleep(COOLDOWN + 0.2)
+    wait_out_the_cooldown(tenant)
     statuses = burst(bursty, [tenant.mint(headers={"kid": f"later-{i}"}) for i in range(100)])
     assert statuses == [401] * 100
     assert (tenant.hits("discovery"), tenant.hits("jwks")) == (2, 2)
@@ -264,7 +310,7 @@ def test_a_burst_of_unknown_kids_costs_at_most_one_fetch_per_cooldown(bursty):
 @runtime
 def test_a_rotated_key_is_picked_up_after_the_cooldown_not_before(bursty):
     tenant = bursty.tenant
-    time.sleep(COOLDOWN + 0.2)
+    wait_out_the_cooldown(tenant)
     old = tenant.signing_kid
     assert bursty.request("GET", "/api/items", token=tenant.mint(headers={"kid": "probe"}))[0] == 401  # starts a cooldown
     new = tenant.rotate()
@@ -272,12 +318,90 @@ def test_a_rotated_key_is_picked_up_after_the_cooldown_not_before(bursty):
         fetched = tenant.hits("jwks")
         assert bursty.request("GET", "/api/items", token=tenant.mint())[0] == 401  # within the cooldown
         assert tenant.hits("jwks") == fetched
-        time.sleep(COOLDOWN + 0.2)
+        wait_out_the_cooldown(tenant)
         assert bursty.request("GET", "/api/items", token=tenant.mint())[0] == 200
         assert tenant.hits("jwks") == fetched + 1
     finally:
         tenant._signing_kid = old
         tenant.retire(new)
+
+
+# --- recovery after a cold-start outage (issue #13 item 11) ---------------------------------------
+
+# Long enough for the backoff to reach its ceiling (attempts 0, 1, 3, 7, 12 s after the first
+# request): an isolate that waited for its 60 s cooldown instead would still be refusing.
+OUTAGE_SECONDS = 16
+RECOVERY_TARGET_SECONDS = 10
+POLL_SECONDS = 0.2
+
+
+def poll(stack, token, until, want=None):
+    """Request every POLL_SECONDS until `until` (monotonic), or until the answer is `want`;
+    the statuses seen."""
+    statuses = []
+    while time.monotonic() < until:
+        statuses.append(stack.request("GET", "/api/items", token=token)[0])
+        if statuses[-1] == want:
+            break
+        time.sleep(POLL_SECONDS)
+    return statuses
+
+
+@runtime
+def test_an_isolate_that_started_during_an_outage_serves_within_ten_seconds_of_the_issuers_return():
+    """Default cooldown (60 s). The tenant is down from the isolate's first request; once it is
+    back, the isolate serves again at its next backoff attempt (at most 5 s later), not after
+    a whole cooldown. The figure is in the failure message and the report."""
+    with Stack(tenant_port=free_port()) as stack:
+        tenant = stack.tenant
+        token = tenant.mint()
+        tenant.stop()
+        started = time.monotonic()
+        assert set(poll(stack, token, started + OUTAGE_SECONDS)) == {503}
+        tenant.start()
+        back = time.monotonic()
+        statuses = poll(stack, token, back + 3 * RECOVERY_TARGET_SECONDS, want=200)
+        recovery = time.monotonic() - back
+        assert statuses[-1] == 200 and set(statuses[:-1]) <= {503}, statuses
+        assert recovery < RECOVERY_TARGET_SECONDS, f"served again {recovery:.1f}s after the tenant came back"
+        assert tenant.hits("discovery") == 1 and tenant.hits("jwks") == 1
+        assert stack.runner.logged("no keys at all")
+
+
+@runtime
+def test_an_isolate_without_keys_takes_the_set_another_isolate_stored_in_kv(tmp_path):
+    """Isolate A never got keys (the tenant answers 500 to it); isolate B, a second runner on the
+    same KV, fetches them in a moment when the tenant works and stores them. A, in its backoff,
+    does not look at KV at once, then at its next attempt takes B's set from KV without
+    fetching anything."""
+    with Stack(tenant_port=free_port(), persist_to=tmp_path) as stack:
+        tenant = stack.tenant
+        tenant.set_mode("error500", target="all")
+        other = Runner(stack.variables, persist_to=tmp_path)  # started first: no file A could reload on
+        try:
+            assert urllib.request.urlopen(f"{other.url}/.well-known/entragate/jwks.json", timeout=30).status == 200
+            token = tenant.mint()
+            # A's attempts at 0, 1, 3, 7 s; after the fourth, the next is 5 s away.
+            deadline = time.monotonic() + 60
+            while tenant.hits("discovery") < 4:
+                assert stack.request("GET", "/api/items", token=token)[0] == 503
+                assert time.monotonic() < deadline, "A did not retry"
+                time.sleep(POLL_SECONDS)
+            tenant.set_mode("ok", target="all")
+            b_status = urllib.request.urlopen(urllib.request.Request(
+                f"{other.url}/api/items", headers={"Authorization": f"Bearer {token}"}), timeout=30).status
+            tenant.set_mode("error500", target="all")
+            assert b_status == 200
+            tenant.reset_hits()
+            stored = time.monotonic()
+            assert stack.request("GET", "/api/items", token=token)[0] == 503, "A read KV within its backoff"
+            statuses = poll(stack, token, stored + 3 * RECOVERY_TARGET_SECONDS, want=200)
+            recovery = time.monotonic() - stored
+            assert statuses[-1] == 200, statuses
+            assert recovery < RECOVERY_TARGET_SECONDS, f"A served {recovery:.1f}s after B stored the keys"
+            assert (tenant.hits("discovery"), tenant.hits("jwks")) == (0, 0), "A fetched instead of reading KV"
+        finally:
+            other.stop()
 
 
 # --- key store (KV) faults, on the host ----------------------------------------------------------
