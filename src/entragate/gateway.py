@@ -22,7 +22,7 @@ from .client_auth import ClientCredential
 from .config import Config, ConfigError
 from .credential import extract_bearer
 from .denials import HTML, Answer, client_kind, deny, from_error, insufficient_scope_challenge
-from .entra import TokenEndpoint
+from .entra import EntraUnavailable, TokenEndpoint
 from .errors import GatewayError, KeysUnavailable, MissingCredential
 from .flights import share_locally
 from .identity import Identity, estimated_bytes
@@ -193,7 +193,7 @@ class Gateway:
             identity = await self.signin.identity(request)
             if identity is None:
                 if is_navigation(request.method, request.sec_fetch_mode, request.accept):
-                    return await self._begin_signin(request, path_and_query, route.name)
+                    return await self._begin_signin(request, path_and_query, route.name, defer)
                 raise MissingCredential("sign in, or send a bearer token")
         else:
             token = extract_bearer(request.authorization)
@@ -221,8 +221,8 @@ class Gateway:
             add.append((self.config.header_prefix + "assertion", assertion))
         return Forward(origin + path_and_query, strip, tuple(add), identity, route.name, decision.reason)
 
-    async def _begin_signin(self, request, return_path: str, rule: str | None) -> Answer:
-        status, headers, body = await self.signin.begin(request, request_origin(request.url), return_path)
+    async def _begin_signin(self, request, return_path: str, rule: str | None, defer) -> Answer:
+        status, headers, body = await self.signin.begin(request, request_origin(request.url), return_path, defer)
         return Answer(status, "signin_redirect", (("cache-control", "no-store"), ("x-request-id", request.request_id),
                                                    *headers), body, rule=rule)
 
@@ -236,7 +236,7 @@ class Gateway:
         page_headers = (("content-type", "text/html; charset=utf-8"), ("cache-control", "no-store"),
                         ("x-request-id", request_id))
         if target.endpoint == "signin":
-            return await self._begin_signin(request, dict(parse_qsl(query)).get("rd", "/"), None)
+            return await self._begin_signin(request, dict(parse_qsl(query)).get("rd", "/"), None, defer)
         if target.endpoint == "callback":
             flow_cookie = signin.flow_cookie_for(query)
             try:
@@ -271,7 +271,7 @@ class Gateway:
         if (site and site not in ("same-origin", "none")) or (request.origin and request.origin != origin):
             return _refuse(request, 403, "cross_site_logout", "sign-out must come from this site")
         body = await request.read_body(MAX_FORM_BYTES) if request.read_body else None
-        headers, _ = await signin.logout(request, origin, read_form(body))
+        headers, _ = await signin.logout(request, origin, read_form(body), defer)
         return Answer(302, "logout", (("cache-control", "no-store"), ("x-request-id", request_id), *headers), None)
 
     async def health(self, request_id: str, defer) -> Answer:
@@ -406,21 +406,18 @@ def assemble(config: Config, policy: Policy, *, http, store, verifier, clock, lo
                    signin=signin)
 
 
-def signin_endpoints(config: Config) -> Endpoints:
-    """Entra's v2 endpoints for the configured tenant (or organizations/common)."""
-    base = f"{config.authority}/{config.tenant}/oauth2/v2.0"
-    return Endpoints(base + "/authorize", base + "/token", base + "/logout")
-
-
 def build_signin(config: Config, id_keys: IssuerKeys, verifier, *, http, store, clock, log, policy_groups,
                  platform) -> SignIn:
     client = config.client
     credential = ClientCredential(client.client_id, certificate=client.certificate, secret=client.secret,
                                   signer=platform.rsa_signer, clock=clock)
-    endpoints = signin_endpoints(config)
-
-    async def get_endpoints() -> Endpoints:
-        return endpoints
+    async def get_endpoints(defer) -> Endpoints:
+        """From the v2 discovery document the key set came from, each URL checked against the
+        configured authority like jwks_uri (keys.signin_endpoints, authority.py)."""
+        found = (await id_keys.current(defer)).endpoints
+        if not found:
+            raise EntraUnavailable("the discovery document names no usable sign-in endpoints")
+        return Endpoints(found["authorization"], found["token"], found["end_session"])
 
     async def issuer_of(tid: str, defer) -> str | None:
         if not config.tenant_allowed(tid):

@@ -58,6 +58,9 @@ class KeySet:
     issuer: str
     keys: dict  # kid -> JWK (RSA public parameters, plus Entra's per-key `issuer` if given)
     fetched_at: float
+    # The sign-in endpoints the same discovery document names (SIGNIN_ENDPOINTS), each checked
+    # like jwks_uri (authority.py); None when the document names no usable set.
+    endpoints: dict | None = None
 
     def to_json(self, jwks_uri: str) -> str:
         return json.dumps({
@@ -66,17 +69,34 @@ class KeySet:
             "jwks_uri": jwks_uri,
             "fetched_at": self.fetched_at,
             "keys": list(self.keys.values()),
+            **({"endpoints": self.endpoints} if self.endpoints else {}),
         })
 
     @classmethod
-    def from_json(cls, text: str) -> "KeySet":
+    def from_json(cls, text: str, authority: str) -> "KeySet":
         data = json.loads(text)
         if not isinstance(data, dict) or data.get("format") != STORE_FORMAT:
             raise KeyFetchError("stored key set has an unknown format")
         fetched_at = data.get("fetched_at")
         if not isinstance(fetched_at, (int, float)) or isinstance(fetched_at, bool):
             raise KeyFetchError("stored key set has no fetch time")
-        return cls(_issuer(data), _parse_jwks(data), float(fetched_at))
+        stored = data.get("endpoints") if isinstance(data.get("endpoints"), dict) else {}
+        endpoints = signin_endpoints({f"{name}_endpoint": url for name, url in stored.items()}, authority)
+        return cls(_issuer(data), _parse_jwks(data), float(fetched_at), endpoints)
+
+
+# Discovery members that browser sign-in uses (signin.py), by the name it uses for each.
+SIGNIN_ENDPOINTS = {"authorization": "authorization_endpoint", "token": "token_endpoint",
+                    "end_session": "end_session_endpoint"}
+
+
+def signin_endpoints(document: dict, authority: str) -> dict | None:
+    """{authorization, token, end_session} from a discovery document, each only as
+    `document_url` accepts it (the authority's exact origin, a plain path); None otherwise."""
+    try:
+        return {name: document_url(document.get(member), authority) for name, member in SIGNIN_ENDPOINTS.items()}
+    except UnsafeUrl:
+        return None
 
 
 def _issuer(document: dict) -> str:
@@ -225,13 +245,13 @@ class IssuerKeys:
         except UnsafeUrl as error:
             raise KeyFetchError(f"jwks_uri refused: {error}") from None
         keys = _parse_jwks(await self._http.get_json(jwks_uri, self._timeout))
-        self._set = KeySet(issuer, keys, self._clock())
+        self._set = KeySet(issuer, keys, self._clock(), signin_endpoints(discovery, self._authority))
         defer(self._write_store(self._set.to_json(jwks_uri)))
 
     async def _read_store(self) -> KeySet | None:
         try:
             text = await asyncio.wait_for(self._store.get(self._store_key), self._timeout)
-            return KeySet.from_json(text) if isinstance(text, str) else None
+            return KeySet.from_json(text, self._authority) if isinstance(text, str) else None
         except Exception as error:  # KV outage or a corrupt entry: fall back to fetching
             self._log(f"ignoring cached key set for {self.discovery_url}: {error}")
             return None

@@ -130,8 +130,9 @@ class _CachedSession:
 class SignIn:
     def __init__(self, *, client_id: str, session_lifetime: int, endpoints, entra, id_tokens, sealer: Sealer, store,
                  clock, log, policy_groups: frozenset[str], issuers):
-        """`endpoints()`: the Endpoints (async); `entra.exchange_code(...)`: the token response;
-        `issuers(tid)`: the v2 issuer the tenant's tokens carry (None if not allowed)."""
+        """`entra.exchange_code(...)`: the token response;
+        `issuers(tid, defer)`: the v2 issuer the tenant's tokens carry (None if not allowed);
+        `endpoints(defer)`: Entra's authorize, token and end-session endpoints."""
         self.client_id = client_id
         self.session_lifetime = session_lifetime
         self._endpoints = endpoints
@@ -207,9 +208,9 @@ class SignIn:
 
     # --- starting a sign-in -----------------------------------------------------------------
 
-    async def begin(self, request, origin: str, return_path: str, headers=()) -> tuple[int, tuple, str | None]:
+    async def begin(self, request, origin: str, return_path: str, defer, headers=()) -> tuple[int, tuple, str | None]:
         """302 to Entra, with the flow remembered in its own sealed cookie."""
-        endpoints = await self._endpoints()
+        endpoints = await self._endpoints(defer)
         state, nonce, verifier = random_token(), random_token(), random_token()
         flow = {"state": state, "nonce": nonce, "verifier": verifier, "return": safe_return_path(return_path),
                 "exp": int(self._clock()) + FLOW_LIFETIME_SECONDS}
@@ -243,7 +244,7 @@ class SignIn:
         code = params.get("code")
         if not code:
             raise SignInFailed("the sign-in response carries no code")
-        endpoints = await self._endpoints()
+        endpoints = await self._endpoints(defer)
         try:
             answer = await self._entra.exchange_code(
                 endpoints.token, code=code, redirect_uri=origin + CALLBACK_PATH, code_verifier=flow["verifier"])
@@ -284,7 +285,7 @@ class SignIn:
 
     # --- logout -----------------------------------------------------------------------------
 
-    async def logout(self, request, origin: str, form: dict) -> tuple[tuple, str | None]:
+    async def logout(self, request, origin: str, form: dict, defer) -> tuple[tuple, str | None]:
         """Revoke the session (if the CSRF token is the session's own) and send the browser to
         Entra's end-session endpoint. Raises SignInFailed for a request that is not the
         session's own form post."""
@@ -298,7 +299,7 @@ class SignIn:
         if not secrets.compare_digest(str(form.get("csrf", "")), str(payload.get("csrf", "-"))):
             raise SignInFailed("the sign-out form did not come from this session")
         await self.revoke(_revocation_key(payload), payload["exp"])
-        endpoints = await self._endpoints()
+        endpoints = await self._endpoints(defer)
         query = urlencode({"post_logout_redirect_uri": origin + SIGNED_OUT_PATH, "client_id": self.client_id})
         return (("location", f"{endpoints.end_session}?{query}"), ("set-cookie", clear_cookie(SESSION_COOKIE))), None
 

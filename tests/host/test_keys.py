@@ -119,7 +119,7 @@ def test_first_use_fetches_discovery_then_jwks_and_writes_kv_in_background():
     assert key_set.issuer == ISSUER and set(key_set.keys) == {"k1"}
     (stored,) = store.data.values()
     assert json.loads(stored)["fetched_at"] == 1_000_000.0
-    assert KeySet.from_json(stored).keys == key_set.keys
+    assert KeySet.from_json(stored, AUTHORITY).keys == key_set.keys
 
 
 def test_fresh_keys_are_served_from_memory():

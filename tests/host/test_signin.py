@@ -582,3 +582,27 @@ def test_the_token_endpoint_down_is_a_transient_page_not_a_session(real, tenant)
     finally:
         tenant.set_mode("ok", target="token")
     assert (done.status, done.code) == (502, "entra_unavailable") and SESSION_COOKIE not in real.jar
+
+
+def test_sign_in_endpoints_come_from_discovery_only_on_the_configured_authority(tenant):
+    from entragate.keys import signin_endpoints
+
+    good = {"authorization_endpoint": f"{tenant.authority}/t/oauth2/v2.0/authorize",
+            "token_endpoint": f"{tenant.authority}/t/oauth2/v2.0/token",
+            "end_session_endpoint": f"{tenant.authority}/t/oauth2/v2.0/logout"}
+    assert signin_endpoints(good, tenant.authority)["token"] == good["token_endpoint"]
+    for member in good:
+        for bad in ("https://evil.example/authorize", f"{tenant.authority}\\@evil.example/x",
+                    f"{tenant.authority}/../x", None, f"{tenant.authority}/a?b=c"):
+            assert signin_endpoints({**good, member: bad}, tenant.authority) is None, (member, bad)
+
+
+def test_without_usable_endpoints_a_navigation_gets_a_transient_page_not_a_redirect(harness):
+    from dataclasses import replace
+
+    v2 = harness.gateway.signin._id_tokens._keys
+    asyncio.run(v2.current(lambda coroutine: coroutine.close()))
+    v2._set = replace(v2._set, endpoints=None)
+    result = harness.handle("/app/x")
+    assert (result.status, result.code) == (502, "entra_unavailable")
+    assert not any(name == "location" for name, _ in result.headers)
