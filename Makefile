@@ -53,8 +53,10 @@ dev: setup
 deploy: setup
 	$(UV) run --frozen pywrangler deploy
 
-# Offline bundle check: vendor the Worker's packages as pywrangler would, then a dry-run deploy.
+# Offline deploy check: the variables as a deploy reads them, then the Worker's packages vendored
+# as pywrangler would and a dry-run deploy.
 check: policy
+	$(PY) tools/entragate.py config --no-dev-vars
 	rm -rf dist
 	$(PY) runner/vendor.py
 	npx wrangler deploy --dry-run --outdir dist 2>&1 | tee dist.log | grep -E "Total Upload|Error" || true

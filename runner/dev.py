@@ -90,6 +90,31 @@ def offline_command(configs: list[Path], wrangler_args: list[str]) -> list[str]:
     return command + wrangler_args
 
 
+def report_configuration(config: Path, wrangler_args: list[str]) -> None:
+    """The variables as this run hands them to the Worker, checked before it starts: a broken
+    configuration is said now, whole, not one variable per request (the Worker still starts,
+    and answers every request 500 gateway_misconfigured until it is fixed)."""
+    sys.path[:0] = [str(PROJECT / "src"), str(PROJECT / "tools")]
+    from entragate_tools.config_check import check, read_variables
+
+    overrides = {}
+    for flag, value in zip(wrangler_args, wrangler_args[1:]):
+        if flag == "--var" and ":" in value:
+            name, _, text = value.partition(":")
+            overrides[name] = text
+    try:
+        variables, sources = read_variables(config, overrides=overrides)
+    except (OSError, ValueError) as error:
+        print(f"entragate dev: cannot read {config}: {error}", file=sys.stderr)
+        return
+    report = check(variables)
+    for problem in report.problems:
+        print(f"entragate dev: configuration problem: {problem}", file=sys.stderr)
+    if report.problems:
+        print(f"entragate dev: {len(report.problems)} configuration problem(s) in {', '.join(sources)}; "
+              "the Worker will refuse every request until they are fixed", file=sys.stderr)
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], add_help=True)
     mode = parser.add_mutually_exclusive_group()
@@ -106,6 +131,7 @@ def main(argv: list[str]) -> int:
         for config in configs:
             command += ["--config", str(config)]
         os.execvp(command[0], command + wrangler_args)
+    report_configuration(configs[0], wrangler_args)
     try:
         bundle_dir = pyodide_bundle.build()
     except pyodide_bundle.BundleError as error:

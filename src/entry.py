@@ -78,9 +78,10 @@ class Default(WorkerEntrypoint):
                 _gateway = build_gateway(self.env)
             except ConfigError as error:
                 platform_io.log(f"entragate is misconfigured: {error}")
-                answer = misconfigured(incoming)
-                latency_ms = (platform_io.clock() - started) * 1000
-                platform_io.emit(decision_audit_line(incoming, answer, answer.status, latency_ms, platform_io.clock()))
+                answer = misconfigured(incoming, error.problems)
+                if answer.code != "health":  # the gateway's own endpoint: not a decision, not audited
+                    latency_ms = (platform_io.clock() - started) * 1000
+                    platform_io.emit(decision_audit_line(incoming, answer, answer.status, latency_ms, platform_io.clock()))
                 return _response(answer)
 
         result = await _gateway.handle(incoming, platform_io.deferrer(self.ctx))

@@ -49,7 +49,11 @@ MAX_SESSION_LIFETIME_SECONDS = 7 * 24 * 3600
 
 
 class ConfigError(ValueError):
-    pass
+    """One or more problems (`problems`), each naming its variable, never its value."""
+
+    def __init__(self, problems):
+        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        super().__init__("; ".join(self.problems))
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,71 +114,126 @@ class Config:
 
     @classmethod
     def from_env(cls, get) -> "Config":
-        """`get(name)` returns the variable's string value or None."""
+        """`get(name)` returns the variable's value or None. Every variable is checked, and
+        every problem reported at once (ConfigError.problems), not only the first."""
         reader = _Reader(get)
-        tenant = reader.text("ENTRA_TENANT_ID").lower()
-        if tenant not in MULTI_TENANT_AUTHORITIES and not GUID.match(tenant):
-            raise ConfigError("ENTRA_TENANT_ID must be a tenant GUID, 'organizations' or 'common'")
-        allowed_tenants = frozenset(t.lower() for t in reader.items("ENTRA_ALLOWED_TENANTS", ()))
-        if tenant in MULTI_TENANT_AUTHORITIES:
-            if not allowed_tenants:
-                raise ConfigError(
-                    "ENTRA_ALLOWED_TENANTS is required for a multi-tenant ENTRA_TENANT_ID: list the "
-                    "tenant GUIDs to accept, or '*' to accept any Entra tenant (rarely what you want)"
-                )
-            bad = [t for t in allowed_tenants if t != ANY_TENANT and not GUID.match(t)]
-            if bad:
-                raise ConfigError(f"ENTRA_ALLOWED_TENANTS: not a tenant GUID: {bad[0]!r}")
-        elif allowed_tenants:
-            raise ConfigError("ENTRA_ALLOWED_TENANTS applies only when ENTRA_TENANT_ID is organizations/common")
-
-        algorithms = frozenset(reader.items("JWT_ALGORITHMS", DEFAULT_ALGORITHMS))
-        unsupported = algorithms - SUPPORTED_ALGORITHMS
-        if unsupported:
-            raise ConfigError(f"JWT_ALGORITHMS: unsupported {sorted(unsupported)}; choose from {sorted(SUPPORTED_ALGORITHMS)}")
-        versions = reader.items("ENTRA_TOKEN_VERSIONS", DEFAULT_TOKEN_VERSIONS)
-        if not set(versions) <= set(DEFAULT_TOKEN_VERSIONS):
-            raise ConfigError("ENTRA_TOKEN_VERSIONS: only 1.0 and 2.0 exist")
-
-        prefix = reader.text("IDENTITY_HEADER_PREFIX", DEFAULT_PREFIX).lower()
-        if not HEADER_PREFIX.match(prefix):
-            raise ConfigError("IDENTITY_HEADER_PREFIX must be lower-case letters, digits and dashes, ending with '-'")
-        signing_key = reader.text("ASSERTION_SIGNING_KEY", "") or None
-        try:
-            private_jwk, public_jwk = parse_signing_key(signing_key) if signing_key else (None, None)
-        except AssertionKeyError as error:
-            raise ConfigError(str(error)) from None
-
-        return cls(
-            origin_url=reader.url("ORIGIN_URL"),
+        field = reader.field
+        tenant = field(lambda: _tenant(reader), "")
+        allowed_tenants = field(lambda: _allowed_tenants(reader, tenant), frozenset())
+        algorithms = field(lambda: _algorithms(reader), frozenset(DEFAULT_ALGORITHMS))
+        versions = field(lambda: _versions(reader), DEFAULT_TOKEN_VERSIONS)
+        audiences = field(lambda: _audiences(reader, versions), frozenset())
+        signing = field(lambda: _signing_key(reader), (None, None))
+        config = cls(
+            origin_url=field(lambda: reader.url("ORIGIN_URL"), ""),
             tenant=tenant,
             # Signing keys come from here (authority.py): https, in the one spelling the runtime's
             # URL parser also gives it, so documents' URLs can be compared with it as strings.
-            authority=reader.authority("ENTRA_AUTHORITY", DEFAULT_AUTHORITY),
-            audiences=_audience_forms(reader.items("ENTRA_AUDIENCES")),
+            authority=field(lambda: reader.authority("ENTRA_AUTHORITY", DEFAULT_AUTHORITY), DEFAULT_AUTHORITY),
+            audiences=audiences,
             allowed_tenants=allowed_tenants,
             token_versions=versions,
             algorithms=algorithms,
-            clock_skew=reader.integer("CLOCK_SKEW_SECONDS", DEFAULT_CLOCK_SKEW_SECONDS, 0, 600),
-            jwks_max_age=reader.integer("JWKS_MAX_AGE_SECONDS", DEFAULT_JWKS_MAX_AGE_SECONDS, 60, 86400),
-            jwks_cooldown=reader.integer("JWKS_COOLDOWN_SECONDS", DEFAULT_JWKS_COOLDOWN_SECONDS, 0, 3600),
-            fetch_timeout=reader.integer("FETCH_TIMEOUT_MS", int(DEFAULT_FETCH_TIMEOUT_SECONDS * 1000), 100, 30000) / 1000,
-            origin_timeout=reader.integer("ORIGIN_TIMEOUT_MS", int(DEFAULT_ORIGIN_TIMEOUT_SECONDS * 1000), 100, 300000) / 1000,
-            header_prefix=prefix,
-            forward_authorization=reader.boolean("FORWARD_AUTHORIZATION", False),
-            assertion_private_jwk=private_jwk,
-            assertion_public_jwk=public_jwk,
+            clock_skew=field(lambda: reader.integer("CLOCK_SKEW_SECONDS", DEFAULT_CLOCK_SKEW_SECONDS, 0, 600), 0),
+            jwks_max_age=field(lambda: reader.integer("JWKS_MAX_AGE_SECONDS", DEFAULT_JWKS_MAX_AGE_SECONDS, 60, 86400), 0),
+            jwks_cooldown=field(lambda: reader.integer("JWKS_COOLDOWN_SECONDS", DEFAULT_JWKS_COOLDOWN_SECONDS, 0, 3600), 0),
+            fetch_timeout=field(lambda: reader.integer(
+                "FETCH_TIMEOUT_MS", int(DEFAULT_FETCH_TIMEOUT_SECONDS * 1000), 100, 30000) / 1000, 0),
+            origin_timeout=field(lambda: reader.integer(
+                "ORIGIN_TIMEOUT_MS", int(DEFAULT_ORIGIN_TIMEOUT_SECONDS * 1000), 100, 300000) / 1000, 0),
+            header_prefix=field(lambda: _header_prefix(reader), DEFAULT_PREFIX),
+            forward_authorization=field(lambda: reader.boolean("FORWARD_AUTHORIZATION", False), False),
+            assertion_private_jwk=signing[0],
+            assertion_public_jwk=signing[1],
             # Extra public keys served beside the current one: the next key before a rotation, the
             # previous one after it, so origins never meet a kid they cannot fetch.
-            assertion_published_jwks=reader.public_jwks("ASSERTION_PUBLISHED_KEYS"),
-            assertion_issuer=reader.text("ASSERTION_ISSUER", DEFAULT_ASSERTION_ISSUER),
-            audit_allow_sample_rate=reader.fraction("AUDIT_ALLOW_SAMPLE_RATE", 1.0),
-            token_cache_seconds=reader.integer("TOKEN_CACHE_SECONDS", DEFAULT_TOKEN_CACHE_SECONDS, 0, 3600),
-            **reader.header_names("STRIP_HEADERS"),
-            client=_client_settings(reader),
-            sessions=_session_settings(reader),
-            branding=_branding(reader),
+            assertion_published_jwks=field(lambda: reader.public_jwks("ASSERTION_PUBLISHED_KEYS"), ()),
+            assertion_issuer=field(lambda: reader.text("ASSERTION_ISSUER", DEFAULT_ASSERTION_ISSUER), ""),
+            audit_allow_sample_rate=field(lambda: reader.fraction("AUDIT_ALLOW_SAMPLE_RATE", 1.0), 1.0),
+            token_cache_seconds=field(lambda: reader.integer("TOKEN_CACHE_SECONDS", DEFAULT_TOKEN_CACHE_SECONDS, 0, 3600), 0),
+            **field(lambda: reader.header_names("STRIP_HEADERS"), {}),
+            client=field(lambda: _client_settings(reader)),
+            sessions=field(lambda: _session_settings(reader)),
+            branding=field(lambda: _branding(reader), Branding()),
         )
+        if reader.problems:
+            raise ConfigError(reader.problems)
+        return config
+
+
+def _tenant(reader: "_Reader") -> str:
+    tenant = reader.text("ENTRA_TENANT_ID").lower()
+    if tenant not in MULTI_TENANT_AUTHORITIES and not GUID.match(tenant):
+        hint = ""
+        if "." in tenant:
+            hint = " (a domain name like contoso.onmicrosoft.com: use the tenant id GUID it stands for)"
+        raise ConfigError(f"ENTRA_TENANT_ID must be a tenant GUID, 'organizations' or 'common'{hint}")
+    return tenant
+
+
+def _allowed_tenants(reader: "_Reader", tenant: str) -> frozenset[str]:
+    allowed = frozenset(t.lower() for t in reader.items("ENTRA_ALLOWED_TENANTS", ()))
+    if tenant in MULTI_TENANT_AUTHORITIES:
+        if not allowed:
+            raise ConfigError(
+                "ENTRA_ALLOWED_TENANTS is required for a multi-tenant ENTRA_TENANT_ID: list the "
+                "tenant GUIDs to accept, or '*' to accept any Entra tenant (rarely what you want)"
+            )
+        bad = [t for t in allowed if t != ANY_TENANT and not GUID.match(t)]
+        if bad:
+            raise ConfigError(f"ENTRA_ALLOWED_TENANTS: not a tenant GUID: {bad[0]!r}{_list_hint(bad[0])}")
+    elif allowed:
+        raise ConfigError("ENTRA_ALLOWED_TENANTS applies only when ENTRA_TENANT_ID is organizations/common")
+    return allowed
+
+
+def _algorithms(reader: "_Reader") -> frozenset[str]:
+    algorithms = frozenset(reader.items("JWT_ALGORITHMS", DEFAULT_ALGORITHMS))
+    unsupported = algorithms - SUPPORTED_ALGORITHMS
+    if unsupported:
+        raise ConfigError(f"JWT_ALGORITHMS: unsupported {sorted(unsupported)}; choose from {sorted(SUPPORTED_ALGORITHMS)}")
+    return algorithms
+
+
+def _versions(reader: "_Reader") -> tuple[str, ...]:
+    versions = reader.items("ENTRA_TOKEN_VERSIONS", DEFAULT_TOKEN_VERSIONS)
+    if not set(versions) <= set(DEFAULT_TOKEN_VERSIONS):
+        raise ConfigError(f"ENTRA_TOKEN_VERSIONS: only 1.0 and 2.0 exist{_list_hint(next(iter(versions)))}")
+    return versions
+
+
+def _audiences(reader: "_Reader", versions: tuple[str, ...]) -> frozenset[str]:
+    audiences = reader.items("ENTRA_AUDIENCES")
+    for audience in audiences:
+        if " " in audience:
+            raise ConfigError(f"ENTRA_AUDIENCES: {audience!r} holds a space{_list_hint(audience)}")
+        if not GUID.match(audience.lower()) and "://" not in audience:
+            raise ConfigError(f"ENTRA_AUDIENCES: {audience!r} is neither a client id (GUID) nor an Application ID URI "
+                              "(api://…): no Entra token can carry it as its aud")
+    # v2.0 access tokens always carry the API's client id as `aud`, never its Application ID URI.
+    if versions == ("2.0",) and not any(GUID.match(a.lower()) for a in audiences):
+        raise ConfigError("ENTRA_AUDIENCES names no client id (GUID), but only v2.0 tokens are accepted "
+                          "(ENTRA_TOKEN_VERSIONS) and their aud is always the client id: no token could match")
+    return _audience_forms(audiences)
+
+
+def _header_prefix(reader: "_Reader") -> str:
+    prefix = reader.text("IDENTITY_HEADER_PREFIX", DEFAULT_PREFIX).lower()
+    if not HEADER_PREFIX.match(prefix):
+        raise ConfigError("IDENTITY_HEADER_PREFIX must be lower-case letters, digits and dashes, ending with '-'")
+    return prefix
+
+
+def _signing_key(reader: "_Reader") -> tuple:
+    signing_key = reader.text("ASSERTION_SIGNING_KEY", "") or None
+    try:
+        return parse_signing_key(signing_key) if signing_key else (None, None)
+    except AssertionKeyError as error:
+        raise ConfigError(str(error)) from None
+
+
+def _list_hint(item: str) -> str:
+    return " (lists are comma-separated, not space-separated)" if " " in item.strip() else ""
 
 
 CLIENT_VARIABLES = ("ENTRA_CLIENT_ID", "ENTRA_CLIENT_CERTIFICATE", "ENTRA_CLIENT_SECRET")
@@ -237,6 +296,15 @@ def _audience_forms(audiences: tuple[str, ...]) -> frozenset[str]:
 class _Reader:
     def __init__(self, get):
         self._get = get
+        self.problems: list[str] = []
+
+    def field(self, compute, fallback=None):
+        """compute(), or `fallback` with the problem recorded: every variable gets checked."""
+        try:
+            return compute()
+        except ConfigError as error:
+            self.problems.extend(problem for problem in error.problems if problem not in self.problems)
+            return fallback
 
     def _raw(self, name: str) -> str | None:
         value = self._get(name)
@@ -280,10 +348,17 @@ class _Reader:
         return value
 
     def authority(self, name: str, default: str) -> str:
+        value = self.text(name, default)
         try:
-            return canonical_authority(self.text(name, default))
+            return canonical_authority(value)
         except ValueError as error:
-            raise ConfigError(f"{name} {error}") from None
+            path = value.partition("://")[2].partition("/")[2].strip("/")
+            hint = ""
+            if path and (GUID.match(path.split("/")[0].lower()) or path.split("/")[0] in MULTI_TENANT_AUTHORITIES
+                         or "." in path.split("/")[0]):
+                hint = (f" (it looks like an MSAL authority with the tenant in its path: set {name} to the host"
+                        " alone, e.g. https://login.microsoftonline.com, and the tenant in ENTRA_TENANT_ID)")
+            raise ConfigError(f"{name} {error}{hint}") from None
 
     def boolean(self, name: str, default: bool) -> bool:
         raw = self._raw(name)

@@ -356,8 +356,18 @@ def internal_error(request: IncomingRequest) -> Answer:
     return _refuse(request, 500, "internal_error", "internal error")
 
 
-def misconfigured(request: IncomingRequest) -> Answer:
-    """The answer while the gateway cannot be built from its configuration: refuse everything."""
+def misconfigured(request: IncomingRequest, problems: list[str] = ()) -> Answer:
+    """The answer while the gateway cannot be built from its configuration: refuse everything.
+    The health endpoint says why (each problem names a variable, never a secret's value), so an
+    operator sees it at once rather than one variable per request in the logs."""
+    try:
+        health = request_target(request.url).endpoint == "health"
+    except GatewayError:
+        health = False
+    if health:
+        body = json.dumps({"status": "misconfigured", "problems": list(problems)})
+        headers = (("content-type", "application/json"), ("cache-control", "no-store"), ("x-request-id", request.request_id))
+        return Answer(500, "health", headers, body)
     return _refuse(request, 500, "gateway_misconfigured", "the gateway is misconfigured")
 
 

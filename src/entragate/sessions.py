@@ -67,9 +67,12 @@ def parse_session_keys(text: str) -> tuple[SessionKey, ...]:
     for item in (part.strip() for part in text.split(",")):
         if not item:
             continue
-        if not _BASE64URL.fullmatch(item):
-            raise SessionKeyError("SESSION_KEYS: each key must be base64url (make one with `entragate session-key`)")
-        secret = _b64url_decode(item.rstrip("="))
+        try:
+            if not _BASE64URL.fullmatch(item):
+                raise ValueError
+            secret = _b64url_decode(item.rstrip("="))
+        except (binascii.Error, ValueError):
+            raise SessionKeyError("SESSION_KEYS: each key must be base64url (make one with `entragate session-key`)") from None
         if len(secret) != KEY_BYTES:
             raise SessionKeyError(f"SESSION_KEYS: each key must hold {KEY_BYTES} random bytes, one holds {len(secret)}")
         keys.append(SessionKey(key_id(secret), secret))

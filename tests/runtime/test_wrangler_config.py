@@ -125,7 +125,12 @@ def test_toml_vars_then_dev_vars_then_var_each_override_the_one_before(services,
     runner = Runner({}, persist_to=kv, config=config)
     try:
         assert_misconfigured(runner)
-        assert_misconfigured(runner, path="/.well-known/entragate/health")
+        # The health endpoint says why (every problem, no secret values), and so did the runner at start.
+        status, _, body = get(runner, "/.well-known/entragate/health")
+        assert status == 500 and json.loads(body) == {
+            "status": "misconfigured", "problems": ["CLOCK_SKEW_SECONDS must be between 0 and 600"]}
+        assert "entragate dev: configuration problem: CLOCK_SKEW_SECONDS must be between 0 and 600" in \
+            runner.output.split("Ready on")[0]
         assert wait_for(lambda: "CLOCK_SKEW_SECONDS must be between 0 and 600" in runner.stderr), runner.stderr[-2000:]
     finally:
         runner.stop()

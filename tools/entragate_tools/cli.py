@@ -6,6 +6,7 @@ Exit codes: 0 ok, 1 policy error or failing test, 2 usage error (bad arguments o
 
 import argparse
 import json
+import tomllib
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -434,6 +435,40 @@ def cmd_assertion_key(args, out, err) -> int:
     return OK
 
 
+def cmd_config(args, out, err) -> int:
+    from pathlib import Path
+
+    from .config_check import check, read_variables
+
+    config = Path(args.config)
+    if not config.is_file():
+        raise UsageError(f"no such file: {config}")
+    overrides = {}
+    for item in args.var or []:
+        name, sep, value = item.partition(":")
+        if not sep or not name:
+            raise UsageError(f"--var takes NAME:VALUE, not {item!r}")
+        overrides[name] = value
+    try:
+        variables, sources = read_variables(config, env=args.env, dev_vars=not args.no_dev_vars, overrides=overrides)
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
+        print(f"{config}: cannot read it: {error}", file=err)
+        return FAILED
+    login_routes = False
+    compiled = _compile(args, err) if Path(args.policies).is_dir() else None
+    if compiled is not None:
+        login_routes = any(route.get("login") for route in compiled.data["routes"])
+    committed = tomllib.loads(config.read_text(encoding="utf-8")).get("vars", {})
+    report = check(variables, committed=committed, login_routes=login_routes)
+    for problem in report.problems:
+        print(f"error: {problem}", file=out)
+    for warning in report.warnings:
+        print(f"warning: {warning}", file=out)
+    verdict = "ok" if report.ok else f"{len(report.problems)} problem(s)"
+    print(f"{verdict}: {len(variables)} variables from {', '.join(sources)}; {len(report.warnings)} warning(s)", file=out)
+    return OK if report.ok else FAILED
+
+
 def cmd_session_key(args, out, err) -> int:
     from .host_crypto import new_session_key
 
@@ -475,6 +510,7 @@ commands:
   schema   print the JSON Schema of policy files (or of test files with --tests)
   assertion-key
            print a new private EC P-256 JWK for the ASSERTION_SIGNING_KEY secret
+  config   check wrangler.toml [vars], .dev.vars and --var as the Worker will read them
   session-key
            print a new key for the SESSION_KEYS secret (browser sessions)
   client-certificate
@@ -556,6 +592,18 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.set_defaults(func=cmd_assertion_key)
+
+    p = add("config", "check the deployment's variables",
+            "Read the variables as wrangler hands them to the Worker (wrangler.toml [vars], or"
+            " [env.NAME.vars] with --env; then .dev.vars beside it; then --var overrides) and check them"
+            " the way the Worker does, reporting every problem at once, with hints for likely mistakes."
+            " Secrets are never read or printed; the policies decide which of them must exist. Exit 1 on any"
+            " problem.")
+    p.add_argument("--config", default="wrangler.toml", metavar="FILE", help="wrangler.toml (default: ./wrangler.toml)")
+    p.add_argument("--env", metavar="NAME", help="check [env.NAME.vars] instead of [vars]")
+    p.add_argument("--var", action="append", metavar="NAME:VALUE", help="override a variable, as wrangler's --var")
+    p.add_argument("--no-dev-vars", action="store_true", help="ignore .dev.vars (what a deploy sees)")
+    p.set_defaults(func=cmd_config)
 
     p = sub.add_parser(
         "session-key", help="print a new browser-session key",
