@@ -126,7 +126,9 @@ def main(argv: list[str]) -> int:
     configs = args.config or [PROJECT / "wrangler.toml"]
     use_network = args.online or (not args.offline and online())
     if use_network:
-        print("entragate dev: network reachable, running `pywrangler dev` (the upstream command)", file=sys.stderr)
+        print("entragate dev: network reachable, running `pywrangler dev` (the upstream command). Its first run "
+              "downloads a Python 3.14 interpreter (uv) and the Worker's packages from the Pyodide index; "
+              "`make dev ARGS=--offline` runs without network instead", file=sys.stderr)
         command = [os.environ.get("UV", "uv"), "run", "--frozen", "pywrangler", "dev"]
         for config in configs:
             command += ["--config", str(config)]

@@ -65,3 +65,32 @@ def test_login_routes_remind_of_the_secrets_they_need(tmp_path):
     policy = '[[routes]]\nname = "a"\npaths = ["/a"]\nlogin = true\nallow = { authenticated = true }\n'
     status, text = run(tmp_path, GOOD_VARS, policies=policy)
     assert status == 0 and "warning: policies have login = true routes" in text and "SESSION_KEYS" in text
+
+
+def test_a_test_file_with_one_bad_case_still_runs_and_counts_the_others(tmp_path):
+    policies = tmp_path / "policies"
+    (policies / "tests").mkdir(parents=True)
+    (policies / "p.toml").write_text('[[routes]]\nname = "h"\npaths = ["/h"]\npublic = true\n')
+    (policies / "tests" / "t.toml").write_text(
+        '[[cases]]\nname = "ok"\nmethod = "GET"\nurl = "https://x/h"\nexpect = "allow"\n\n'
+        '[[cases]]\nname = "typo"\nmethod = "GET"\nurl = "https://x/h"\nexpect = "allow"\nbogus = 1\n\n'
+        '[[cases]]\nname = "fails"\nmethod = "GET"\nurl = "https://x/nothing"\nexpect = "allow"\n')
+    out, err = io.StringIO(), io.StringIO()
+    assert main(["test", "--policies", str(policies)], out=out, err=err) == 1
+    assert out.getvalue().strip().endswith("1 passed, 1 failed, 1 invalid (not run)")
+    assert "bogus" in err.getvalue()
+
+
+def test_a_host_written_as_a_url_says_so(tmp_path):
+    (tmp_path / "p.toml").write_text('[[routes]]\nname = "h"\nhosts = ["https://api.example.com"]\npaths = ["/h"]\npublic = true\n')
+    out, err = io.StringIO(), io.StringIO()
+    assert main(["check", "--policies", str(tmp_path)], out=out, err=err) == 1
+    assert "is a URL: write the host alone ('api.example.com')" in err.getvalue() + out.getvalue()
+
+
+def test_explain_hints_that_tokens_carry_guids_not_alias_names(tmp_path):
+    (tmp_path / "p.toml").write_text('[groups]\nadmins = "11111111-1111-4111-8111-111111111111"\n'
+                                     '[[routes]]\nname = "a"\npaths = ["/a"]\nallow = { groups = ["admins"] }\n')
+    out, err = io.StringIO(), io.StringIO()
+    main(["explain", "https://x/a", "--policies", str(tmp_path), "--claims", '{"groups": ["admins"]}'], out=out, err=err)
+    assert "'admins' is an alias in the policy, but tokens carry GUIDs: put 11111111-1111-4111-8111-111111111111" in out.getvalue()

@@ -1,4 +1,4 @@
-"""`python -m entragate_tools`: validate, compile, explain and test the policies; make an
+"""`uv run python tools/entragate.py` (or `python -m entragate_tools` with src/ and tools/ on the path): validate, compile, explain and test the policies; make an
 assertion signing key.
 
 Exit codes: 0 ok, 1 policy error or failing test, 2 usage error (bad arguments or input).
@@ -272,6 +272,8 @@ def cmd_explain(args, out, err) -> int:
         else:
             print(f"path      {target.path}  (decoded, as matched)", file=out)
     print(f"identity  {_describe_identity(identity, names) if identity else 'none (no token)'}", file=out)
+    for hint in _alias_hints(identity, compiled):
+        print(f"hint      {hint}", file=out)
     route = outcome.route
     refusal = outcome.refusal
     if isinstance(refusal, AmbiguousSpelling):
@@ -301,6 +303,22 @@ def cmd_explain(args, out, err) -> int:
     return OK
 
 
+def _alias_hints(identity, compiled) -> list[str]:
+    """Claims that name an alias where a token carries an object id (Entra tokens carry GUIDs:
+    group and user aliases only exist in policy files)."""
+    if identity is None:
+        return []
+    hints = []
+    for kind, values in (("groups", identity.groups), ("users", (identity.oid,)), ("tenants", (identity.tid,)),
+                         ("clients", (identity.client_id,))):
+        table = compiled.aliases.get(kind, {})
+        for value in values:
+            if value in table:
+                guids = ", ".join(table[value])
+                hints.append(f"{value!r} is an alias in the policy, but tokens carry GUIDs: put {guids} in the claims")
+    return hints
+
+
 def cmd_test(args, out, err) -> int:
     from pydantic import ValidationError
     import tomllib
@@ -317,7 +335,7 @@ def cmd_test(args, out, err) -> int:
         print(f"no test files (*.toml) in {tests_dir}", file=err)
         print("0 passed, 0 failed", file=out)
         return FAILED
-    passed = failed = 0
+    passed = failed = invalid = 0
     broken = False
     for path in files:
         try:
@@ -328,27 +346,49 @@ def cmd_test(args, out, err) -> int:
             continue
         try:
             raw = tomllib.loads(text)
-            suite = TestFile.model_validate(raw)
         except tomllib.TOMLDecodeError as exc:
             print(f"{path}: error: TOML syntax: {exc}", file=err)
             broken = True
             continue
+        try:
+            suites = [(index, TestFile.model_validate(raw)) for index in [None]]
         except ValidationError as exc:
             _print_diagnostics(validation_diagnostics(str(path), text, raw, exc, TestFile), err)
             broken = True
-            continue
-        for i, case in enumerate(suite.cases):
-            label = f'{path} cases[{i}] "{case.name}"'
-            problem = _run_case(compiled, suite, case)
-            if problem is None:
-                passed += 1
-                if args.verbose:
-                    print(f"ok   {label}", file=out)
-            else:
-                failed += 1
-                print(f"FAIL {label}: {case.method} {case.url}\n     {problem}", file=out)
-    print(f"{passed} passed, {failed} failed", file=out)
+            # One bad case does not hide the others: each valid case still runs (and counts).
+            suites, bad = _valid_cases(raw, TestFile)
+            invalid += bad
+        for index, suite in suites:
+            for i, case in enumerate(suite.cases):
+                label = f'{path} cases[{i if index is None else index}] "{case.name}"'
+                problem = _run_case(compiled, suite, case)
+                if problem is None:
+                    passed += 1
+                    if args.verbose:
+                        print(f"ok   {label}", file=out)
+                else:
+                    failed += 1
+                    print(f"FAIL {label}: {case.method} {case.url}\n     {problem}", file=out)
+    summary = f"{passed} passed, {failed} failed"
+    print(summary + (f", {invalid} invalid (not run)" if invalid else ""), file=out)
     return FAILED if failed or broken else OK
+
+
+def _valid_cases(raw, model) -> tuple[list, int]:
+    """[(case index, a one-case suite)] for each case of an invalid file that is valid on its own
+    (with the file's identities), and how many are not."""
+    from pydantic import ValidationError
+
+    cases = raw.get("cases") if isinstance(raw, dict) else None
+    if not isinstance(cases, list):
+        return [], 0
+    suites, bad = [], 0
+    for index, case in enumerate(cases):
+        try:
+            suites.append((index, model.model_validate({"identities": raw.get("identities", {}), "cases": [case]})))
+        except ValidationError:
+            bad += 1
+    return suites, bad
 
 
 def _run_case(compiled: Compiled, suite, case) -> str | None:
@@ -521,7 +561,7 @@ exit codes: 0 ok, 1 policy error or failing test, 2 usage error"""
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m entragate_tools",
+        prog="tools/entragate.py",
         description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -62,6 +62,9 @@ def _check_guid(value: str) -> str:
 def _check_host(value: str) -> str:
     if value == "*":
         return value
+    if "://" in value or "/" in value:
+        bare = value.partition("://")[2].partition("/")[0] if "://" in value else value.partition("/")[0]
+        raise ValueError(f"host {value!r} is a URL: write the host alone ({bare.lower()!r}); paths go in `paths`")
     host = value.lower()
     if host != value:
         raise ValueError(f"host {value!r} must be lower-case (hosts are compared lower-cased)")
