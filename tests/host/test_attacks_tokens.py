@@ -962,6 +962,18 @@ def test_app_only_tokens_cannot_use_user_only_routes(tenant, gate):
     assert gate.status(tenant.mint(claims=admin_groups), path="/admin/users") == (200, "forward", "admin")
 
 
+def test_without_idtyp_a_scope_or_a_sub_other_than_the_oid_makes_a_token_no_app_token(tenant, gate):
+    """The app-only rule without idtyp (no scp, oid == sub), each way round, on the app-only
+    route: the service principal's token passes; with a scope, or a sub that is not its oid,
+    the same token is a user's and refused."""
+    invoke = {"roles": ["Gateway.Invoke"]}
+    app = tenant.mint(kind="app", claims=invoke, omit=("idtyp",))
+    assert gate.status(app, method="POST", path="/internal/jobs") == (200, "forward", "internal")
+    for claims in ({"scp": "access_as_user"}, {"sub": "pairwise-subject"}):
+        token = tenant.mint(kind="app", claims={**invoke, **claims}, omit=("idtyp",))
+        assert gate.status(token, method="POST", path="/internal/jobs") == (403, "condition_not_met", "internal")
+
+
 def test_user_tokens_cannot_use_app_only_routes_even_with_the_role(tenant, gate):
     token = tenant.mint(claims={"roles": ["Gateway.Invoke"]})
     assert gate.status(token, method="POST", path="/internal/jobs")[:2] == (403, "condition_not_met")

@@ -313,3 +313,52 @@ def test_per_key_issuer_is_kept():
     http.jwks = {"keys": [jwk("k1", issuer="https://login.microsoftonline.com/{tenantid}/v2.0")]}
     keys, _ = make(http)
     assert run(keys.key("k1", Deferred()))["issuer"].endswith("{tenantid}/v2.0")
+
+
+@pytest.mark.parametrize("jwks_uri", [
+    "http://login.example/tid/discovery/v2.0/keys",  # the authority's host, another scheme
+    "https://login.example:8443/tid/discovery/v2.0/keys",  # the authority's host, another port
+    "https://login.example:80/tid/discovery/v2.0/keys",
+    "http://login.example:443/tid/discovery/v2.0/keys",
+])
+def test_keys_are_never_fetched_from_another_scheme_or_port_than_the_authority(jwks_uri):
+    """ENTRA_AUTHORITY is https://login.example: a discovery document naming its host with
+    another scheme or port does not make the gateway fetch keys there (whatever it does
+    instead, every URL it fetches is on the authority's scheme, host and port)."""
+    from urllib.parse import urlsplit
+
+    http = FakeHttp()
+    http.discovery = {"issuer": ISSUER, "jwks_uri": jwks_uri}
+    keys, _ = make(http)
+    try:
+        run(keys.current(Deferred()))
+    except KeysUnavailable:
+        pass
+    assert jwks_uri not in http.calls
+    authority = urlsplit(AUTHORITY)
+    assert all((urlsplit(url).scheme, urlsplit(url).hostname, urlsplit(url).port)
+               == (authority.scheme, authority.hostname, authority.port) for url in http.calls), http.calls
+
+
+def test_the_same_scheme_host_and_port_as_the_authority_is_fetched():
+    http = FakeHttp()
+    keys, _ = make(http)
+    assert set(run(keys.current(Deferred())).keys) == {"k1"} and http.calls == [DISCOVERY, JWKS]
+
+
+def test_a_key_set_keeps_only_the_first_max_keys_usable_keys():
+    """A JWKS of more keys than MAX_KEYS keeps the first MAX_KEYS usable ones, in order;
+    unusable entries (encryption keys, other key types) do not use up the allowance."""
+    from entragate.keys import MAX_KEYS
+
+    http = FakeHttp()
+    entries = []
+    for i in range(MAX_KEYS + 10):
+        entries += [jwk(f"enc-{i}", use="enc"), {"kty": "EC", "kid": f"ec-{i}", "crv": "P-256", "x": "a", "y": "b"},
+                    jwk(f"k{i}")]
+    http.jwks = {"keys": entries}
+    keys, _ = make(http)
+    key_set = run(keys.current(Deferred()))
+    assert list(key_set.keys) == [f"k{i}" for i in range(MAX_KEYS)]
+    assert run(keys.key(f"k{MAX_KEYS}", Deferred())) is None  # the first one past the cap is not trusted
+    assert http.jwks_fetches() == 1

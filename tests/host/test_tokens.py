@@ -130,6 +130,39 @@ def test_app_only_without_idtyp_is_recognised_by_oid_equals_sub(tenant, harness)
     assert harness.validate(tenant.mint(kind="app", omit=("idtyp",))).kind == APP
 
 
+SP = "5a5a5a5a-0000-4000-8000-00000000000a"
+
+
+@pytest.mark.parametrize("claims,kind", [
+    ({"oid": SP, "sub": SP}, APP),  # no scp, oid == sub: the service principal itself
+    ({"oid": SP, "sub": SP, "scp": "access_as_user"}, USER),  # a scope: delegated, whatever oid and sub say
+    ({"oid": SP, "sub": SP, "scp": ""}, APP),  # an empty scp grants nothing: still no scope
+    ({"oid": SP, "sub": "pairwise-subject"}, USER),  # oid != sub: a user's pairwise subject
+    ({"sub": SP}, USER),  # no oid: nothing to compare, never taken for an app
+    ({}, USER),  # neither: None == None must not make an app
+    ({"oid": SP, "sub": SP, "idtyp": "user"}, USER),  # idtyp, when present, decides
+    ({"oid": SP, "sub": "other", "scp": "access_as_user", "idtyp": "app"}, APP),
+])
+def test_token_kind_without_idtyp_is_app_only_with_no_scope_and_oid_equal_to_sub(claims, kind):
+    """Microsoft's rule when the optional idtyp claim is absent, each way round."""
+    from entragate.claims import identity_from_claims
+
+    assert identity_from_claims(claims).kind == kind
+
+
+def test_kind_without_idtyp_through_the_validator_each_way_round(tenant, harness):
+    app = tenant.mint(kind="app", omit=("idtyp",))
+    assert harness.validate(app).kind == APP
+    _, payload, _ = segments(app)
+    assert harness.validate(tenant.mint(kind="app", claims={"sub": "pairwise-" + payload["sub"]}, omit=("idtyp",))).kind == USER
+    assert harness.validate(tenant.mint(kind="app", claims={"scp": "access_as_user"}, omit=("idtyp",))).kind == USER
+    user = tenant.mint(omit=("idtyp",))
+    _, payload, _ = segments(user)
+    assert payload["oid"] != payload["sub"] and harness.validate(user).kind == USER
+    # A user token whose oid equals its sub is still a user's while it carries a scope.
+    assert harness.validate(tenant.mint(claims={"sub": payload["oid"]}, omit=("idtyp",))).kind == USER
+
+
 @pytest.mark.parametrize("marker", [{"_claim_names": {"groups": "src1"}, "_claim_sources": {"src1": {}}}, {"hasgroups": True}])
 def test_groups_overage_is_distinct_from_no_groups(tenant, harness, marker):
     overage = harness.validate(tenant.mint(claims=marker, omit=("groups",)))
