@@ -615,7 +615,8 @@ def test_float_times_are_read_as_numbers_not_truncated(tenant, gate):
 
 @pytest.fixture
 def frozen_now(monkeypatch):
-    """Pin the clock PyJWT reads, so boundaries can be hit to the second."""
+    """Pin the clock PyJWT reads, so boundaries can be hit to the second (tokens are minted at
+    the pinned time too: their iat and nbf must not tick past it under load)."""
     now = int(time.time())
 
     class Frozen(dt.datetime):
@@ -629,22 +630,22 @@ def frozen_now(monkeypatch):
 
 def test_exp_boundary_is_exactly_now_minus_skew(tenant, gate, frozen_now):
     skew = gate.config.clock_skew
-    assert gate.validate(tenant.mint(claims={"exp": frozen_now - skew + 1}))
-    gate.refused(tenant.mint(claims={"exp": frozen_now - skew}), EXPIRED)
+    assert gate.validate(tenant.mint(claims={"exp": frozen_now - skew + 1}, now=frozen_now))
+    gate.refused(tenant.mint(claims={"exp": frozen_now - skew}, now=frozen_now), EXPIRED)
 
 
 @pytest.mark.parametrize("claim", ["nbf", "iat"])
 def test_nbf_and_iat_boundary_is_exactly_now_plus_skew(tenant, gate, frozen_now, claim):
     skew = gate.config.clock_skew
-    assert gate.validate(tenant.mint(claims={claim: frozen_now + skew}))
-    gate.refused(tenant.mint(claims={claim: frozen_now + skew + 1}), NOT_YET)
+    assert gate.validate(tenant.mint(claims={claim: frozen_now + skew}, now=frozen_now))
+    gate.refused(tenant.mint(claims={claim: frozen_now + skew + 1}, now=frozen_now), NOT_YET)
 
 
 def test_zero_skew_is_honoured_at_the_boundary(tenant, frozen_now):
     gate = Gate(tenant, CLOCK_SKEW_SECONDS="0")
-    assert gate.validate(tenant.mint(claims={"exp": frozen_now + 1, "nbf": frozen_now}))
-    gate.refused(tenant.mint(claims={"exp": frozen_now}), EXPIRED)
-    gate.refused(tenant.mint(claims={"nbf": frozen_now + 1}), NOT_YET)
+    assert gate.validate(tenant.mint(claims={"exp": frozen_now + 1, "nbf": frozen_now}, now=frozen_now))
+    gate.refused(tenant.mint(claims={"exp": frozen_now}, now=frozen_now), EXPIRED)
+    gate.refused(tenant.mint(claims={"nbf": frozen_now + 1}, now=frozen_now), NOT_YET)
 
 
 # --- audience, issuer, tenant, version ------------------------------------------------------
