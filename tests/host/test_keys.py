@@ -362,3 +362,72 @@ def test_a_key_set_keeps_only_the_first_max_keys_usable_keys():
     assert list(key_set.keys) == [f"k{i}" for i in range(MAX_KEYS)]
     assert run(keys.key(f"k{MAX_KEYS}", Deferred())) is None  # the first one past the cap is not trusted
     assert http.jwks_fetches() == 1
+
+
+# --- the cooldown end to end through the gateway, on the injected clock ----------------------------
+# (tests/runtime/test_faults.py shows the same in workerd, with margins for a loaded machine.)
+
+COOLDOWN = 60
+
+
+@pytest.fixture
+def entra():
+    from fixtures.mock_entra import MockTenant
+
+    return MockTenant()  # minting only: keys are served from memory
+
+
+def gateway_on(entra_tenant, clock):
+    from fixtures.host_gateway import MemoryEntra, token_gateway
+
+    http = MemoryEntra(entra_tenant)
+    gateway = token_gateway(entra_tenant, http=http, clock=clock, ENTRA_TOKEN_VERSIONS="2.0",
+                            JWKS_COOLDOWN_SECONDS=str(COOLDOWN))
+    return gateway, http
+
+
+def statuses(gateway, tokens):
+    """Answer all the requests concurrently (one event loop, as one isolate would)."""
+    from entragate.gateway import Forward, IncomingRequest
+
+    async def one(token):
+        request = IncomingRequest("GET", "https://gw.example/api/items", "r", ("authorization",),
+                                  authorization=f"Bearer {token}")
+        result = await gateway.handle(request, Deferred())
+        return 200 if isinstance(result, Forward) else result.status
+
+    async def burst():
+        return await asyncio.gather(*(one(token) for token in tokens))
+
+    return run(burst())
+
+
+def test_a_burst_of_unknown_kids_costs_one_key_fetch_per_cooldown(entra):
+    clock = FakeClock()
+    gateway, http = gateway_on(entra, clock)
+    fetches = lambda: http.calls.count(http.v2_keys)  # noqa: E731
+    # A cold isolate: 100 requests at once, each with its own unknown kid, share one fetch.
+    assert statuses(gateway, [entra.mint(headers={"kid": f"cold-{i}"}) for i in range(100)]) == [401] * 100
+    assert fetches() == 1
+    # Within the cooldown (up to its last second): more unknown kids fetch nothing, valid tokens pass.
+    clock.now += COOLDOWN - 1
+    assert statuses(gateway, [entra.mint(headers={"kid": f"warm-{i}"}) for i in range(99)] + [entra.mint()]) \
+        == [401] * 99 + [200]
+    assert fetches() == 1
+    # Once the cooldown is over: one more fetch for the next 100, however they interleave.
+    clock.now += 1
+    assert statuses(gateway, [entra.mint(headers={"kid": f"later-{i}"}) for i in range(100)]) == [401] * 100
+    assert fetches() == 2
+
+
+def test_a_rotated_key_is_picked_up_after_the_cooldown_not_before(entra):
+    clock = FakeClock()
+    gateway, http = gateway_on(entra, clock)
+    assert statuses(gateway, [entra.mint(headers={"kid": "probe"})]) == [401]  # a fetch: the cooldown starts
+    entra.rotate()
+    clock.now += COOLDOWN - 1
+    assert statuses(gateway, [entra.mint()]) == [401]  # signed with a key not fetched yet
+    assert http.calls.count(http.v2_keys) == 1
+    clock.now += 1
+    assert statuses(gateway, [entra.mint()]) == [200]
+    assert http.calls.count(http.v2_keys) == 2
