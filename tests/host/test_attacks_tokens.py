@@ -502,6 +502,43 @@ def test_size_limit_is_exact_and_a_genuine_large_token_still_passes(tenant, gate
     gate.refused(small + "A" * 1_000_000, f"token longer than {MAX_TOKEN_BYTES} bytes", CREDENTIAL)
 
 
+def test_the_size_limit_counts_the_token_alone_to_the_byte():
+    from entragate.credential import extract_bearer
+
+    exact = "a" * MAX_TOKEN_BYTES
+    assert extract_bearer(f"Bearer {exact}") == exact
+    assert extract_bearer(f" Bearer   {exact}  ") == exact  # the spaces around it are not counted
+    with pytest.raises(MalformedCredential) as refusal:
+        extract_bearer(f"Bearer {exact}a")
+    assert refusal.value.detail == f"token longer than {MAX_TOKEN_BYTES} bytes"
+
+
+def test_only_spaces_around_the_credential_are_trimmed():
+    from entragate.credential import extract_bearer
+
+    assert extract_bearer("Bearer  XaX.XbX.XcX ") == "XaX.XbX.XcX"
+    assert extract_bearer("\tBearer e30.e30.AA\t") == "e30.e30.AA"
+
+
+def answer_detail(result) -> tuple:
+    assert not isinstance(result, Forward), result
+    return result.status, result.code, json.loads(result.body)["detail"]
+
+
+def test_no_credential_or_another_scheme_is_refused_by_the_credential_checks(tenant, gate):
+    token = tenant.mint()
+    for authorization in (None, "", " \t "):
+        assert answer_detail(gate.handle(authorization)) == (401, "missing_token", "no bearer token")
+    for authorization in (f"Basic {token}", f"Token {token}", f"Bearer{token}", f"Bearerx {token}",
+                          f"Bearer\t{token}", f"DPoP {token}", token):
+        assert answer_detail(gate.handle(authorization)) == (
+            401, CREDENTIAL, "authorization scheme must be Bearer"), authorization
+    for authorization in ("Bearer", "Bearer ", "bearer     "):
+        assert answer_detail(gate.handle(authorization)) == (401, CREDENTIAL, "empty bearer token")
+    assert gate.status(token, host="gw.example") == (200, "forward", "api-read")
+    assert isinstance(gate.handle(f"bEaReR {token}"), Forward)  # the scheme is case-insensitive (RFC 9110 §11.1)
+
+
 # --- encoding: non-canonical base64url and segment counts -----------------------------------
 
 def encoding_variants(token):
