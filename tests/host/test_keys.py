@@ -431,3 +431,15 @@ def test_a_rotated_key_is_picked_up_after_the_cooldown_not_before(entra):
     clock.now += 1
     assert statuses(gateway, [entra.mint()]) == [200]
     assert http.calls.count(http.v2_keys) == 2
+
+
+def test_a_stored_key_set_round_trips_with_its_issuer_and_refuses_other_shapes():
+    stored = KeySet(ISSUER, {"k1": {"kty": "RSA", "kid": "k1", "n": N, "e": "AQAB"}}, 1_000_000.0)
+    again = KeySet.from_json(stored.to_json(JWKS))
+    assert (again.issuer, again.keys, again.fetched_at) == (ISSUER, stored.keys, 1_000_000.0)
+    good = json.loads(stored.to_json(JWKS))
+    for bad in ({**good, "format": 2}, {**good, "format": None}, {**good, "fetched_at": True},
+                {**good, "fetched_at": "1000000"}, {k: v for k, v in good.items() if k != "fetched_at"},
+                [good], "text", None):
+        with pytest.raises(KeyFetchError):
+            KeySet.from_json(json.dumps(bad))
