@@ -81,12 +81,12 @@ class Deferred:
             task.close()  # background work a test chose not to run
 
 
-def make(http=None, store=None, clock=None, max_age=3600, cooldown=60):
+def make(http=None, store=None, clock=None, max_age=3600, cooldown=60, timeout=1.0):
     logs = []
     keys = IssuerKeys(
         DISCOVERY, AUTHORITY,
         http=http or FakeHttp(), store=store or FakeStore(), clock=clock or FakeClock(),
-        log=logs.append, max_age=max_age, cooldown=cooldown, timeout=1.0,
+        log=logs.append, max_age=max_age, cooldown=cooldown, timeout=timeout,
     )
     return keys, logs
 
@@ -443,3 +443,62 @@ def test_a_stored_key_set_round_trips_with_its_issuer_and_refuses_other_shapes()
                 [good], "text", None):
         with pytest.raises(KeyFetchError):
             KeySet.from_json(json.dumps(bad))
+
+
+def test_each_unusable_key_is_skipped_and_the_next_one_still_read():
+    """Every bound to the byte, and each refusal skips one key: a bad key before a good one
+    must not end the reading (nor make the set unusable)."""
+    from entragate.keys import MAX_EXPONENT_CHARS, MAX_ISSUER_CHARS, MAX_KID_LENGTH, MAX_MODULUS_CHARS
+
+    http = FakeHttp()
+    http.jwks = {"keys": [
+        "not an object", jwk("k" * (MAX_KID_LENGTH + 1)), jwk("ok-kid-" + "k" * (MAX_KID_LENGTH - 7)),
+        {**jwk("long-n"), "n": "x" * (MAX_MODULUS_CHARS + 1)}, {**jwk("ok-n"), "n": "x" * MAX_MODULUS_CHARS},
+        {**jwk("long-e"), "e": "A" * (MAX_EXPONENT_CHARS + 1)}, {**jwk("ok-e"), "e": "A" * MAX_EXPONENT_CHARS},
+        jwk("long-issuer", issuer="https://" + "i" * (MAX_ISSUER_CHARS - 7)),
+        jwk("ok-issuer", issuer="https://" + "i" * (MAX_ISSUER_CHARS - 8)),
+        {**jwk("empty-n"), "n": ""}, {**jwk("no-e"), "e": None}, {**jwk("ec"), "kty": "EC"}, jwk("enc", use="enc"),
+        jwk("last"),
+    ]}
+    keys, _ = make(http)
+    kept = run(keys.current(Deferred())).keys
+    assert list(kept) == ["ok-kid-" + "k" * (MAX_KID_LENGTH - 7), "ok-n", "ok-e", "ok-issuer", "last"]
+
+
+@pytest.mark.parametrize("issuer", ["http://login.microsoftonline.com/tid/v2.0", "", None, 7])
+def test_a_discovery_document_without_an_https_issuer_gives_no_keys(issuer):
+    http = FakeHttp()
+    http.discovery = {"issuer": issuer, "jwks_uri": JWKS}
+    keys, logs = make(http)
+    with pytest.raises(KeysUnavailable):
+        run(keys.current(Deferred()))
+    assert "no keys at all" in logs[-1]
+
+
+def test_fetches_use_the_configured_timeout_and_the_stored_copy_names_its_source():
+    class TimedHttp(FakeHttp):
+        async def get_json(self, url, timeout):
+            self.timeouts = getattr(self, "timeouts", []) + [timeout]
+            return await super().get_json(url, timeout)
+
+    http, store, defer = TimedHttp(), FakeStore(), Deferred()
+    keys, _ = make(http, store)
+
+    async def scenario():
+        await keys.current(defer)
+        await defer.run()
+
+    run(scenario())
+    assert http.timeouts == [1.0, 1.0]  # make(): timeout=1.0
+    assert json.loads(next(iter(store.data.values())))["jwks_uri"] == JWKS
+
+
+def test_a_stalled_key_store_is_given_up_after_the_fetch_timeout():
+    class StalledStore(FakeStore):
+        async def get(self, key):
+            await asyncio.sleep(3600)
+
+    http = FakeHttp()
+    keys, logs = make(http, StalledStore(), timeout=0.05)  # the fetch timeout bounds the one KV read too
+    assert run(keys.key("k1", Deferred())) is not None
+    assert "ignoring cached key set" in logs[0] and http.jwks_fetches() == 1
