@@ -429,3 +429,31 @@ def test_last_known_good_keys_survive_a_failed_refresh(tenant, mode):
         assert any("keeping last-known-good" in line for line in harness.logs)
     finally:
         tenant.set_mode("ok")
+
+
+def test_identity_carries_the_times_the_token_cache_rechecks_and_its_issuer_audience_and_version():
+    """The cache (token_cache.py) re-checks exp and the later of nbf and iat on every hit, from
+    the Identity: they must be the token's own, and never invented for a claim that is absent
+    or not a number."""
+    from entragate.claims import identity_from_claims
+
+    full = identity_from_claims({"exp": 2000.5, "nbf": 1000, "iat": 1500, "iss": "https://i", "aud": "api://a",
+                                 "ver": "1.0"})
+    assert (full.expires_at, full.not_before, full.issuer, full.audience, full.version) == (
+        2000.5, 1500, "https://i", "api://a", "1.0")
+    assert identity_from_claims({"nbf": 1600, "iat": 1500}).not_before == 1600
+    bare = identity_from_claims({"aud": ["api://a"], "exp": True, "iat": True})
+    assert (bare.expires_at, bare.not_before, bare.issuer, bare.audience, bare.version) == (0, 0, "", "", "")
+
+
+@pytest.mark.parametrize("claims,username", [
+    ({"preferred_username": "p@x", "upn": "u@x", "unique_name": "n@x"}, "p@x"),
+    ({"upn": "u@x", "unique_name": "n@x"}, "u@x"),  # v1: upn first
+    ({"upn": "u@x"}, "u@x"),
+    ({"unique_name": "n@x"}, "n@x"),
+    ({}, None),
+])
+def test_username_is_preferred_username_else_upn_else_unique_name(claims, username):
+    from entragate.claims import identity_from_claims
+
+    assert identity_from_claims(claims).username == username
