@@ -529,7 +529,7 @@ def test_no_credential_or_another_scheme_is_refused_by_the_credential_checks(ten
     token = tenant.mint()
     for authorization in (None, "", " \t "):
         assert answer_detail(gate.handle(authorization)) == (401, "missing_token", "no bearer token")
-    for authorization in (f"Basic {token}", f"Token {token}", f"Bearer{token}", f"Bearerx {token}",
+    for authorization in (f"Basic {token}", f"Token {token}", f"Bearer{token}", f"Bearerx {token}", f"XBearer {token}",
                           f"Bearer\t{token}", f"DPoP {token}", token):
         assert answer_detail(gate.handle(authorization)) == (
             401, CREDENTIAL, "authorization scheme must be Bearer"), authorization

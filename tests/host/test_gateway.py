@@ -1,5 +1,7 @@
 """Gateway.handle decisions that depend on the request itself, with a real compiled policy."""
 
+import json
+
 import pytest
 from fixtures.host_gateway import IPV6_POLICY, gateway_answer
 
@@ -11,6 +13,7 @@ from entragate.gateway import Forward
 def test_hosts_with_empty_labels_are_refused(host):
     result = gateway_answer(f"https://{host}/healthz")
     assert isinstance(result, Answer) and (result.status, result.code) == (400, "ambiguous_path")
+    assert json.loads(result.body)["detail"] == "host has an empty label"
 
 
 @pytest.mark.parametrize("host", ["app.example.net", "app.example.net.", "APP.example.net:8443"])
@@ -42,6 +45,7 @@ def test_token_refusals_name_the_route_that_asked_for_the_token():
     ("https://user@h.example/x", ("h.example", "/x", "/x", None)),
     ("https://h.example/.well-known/entragate/health?x", ("h.example", "/.well-known/entragate/health?x", None, "health")),
     ("https://h.example/.well-known/entragate/jwks.json", ("h.example", "/.well-known/entragate/jwks.json", None, "jwks")),
+    ("https://h.example/r?next=https://evil.example/x", ("h.example", "/r?next=https://evil.example/x", "/r", None)),
 ])
 def test_request_target(url, expected):
     from entragate.target import request_target
@@ -50,14 +54,20 @@ def test_request_target(url, expected):
     assert (target.host, target.path_and_query, target.path, target.endpoint) == expected
 
 
-@pytest.mark.parametrize("url", ["https://h.example", "https://:443/x", "nonsense", "https://h.example/a/../b",
-                                 "https://h.example../x", "https://h.example/%2e%2e/x"])
-def test_request_target_refuses_what_has_no_single_reading(url):
+@pytest.mark.parametrize("url,detail", [
+    ("https://h.example", "request URL has no host or path"), ("https://:443/x", "request URL has no host or path"),
+    ("nonsense", "request URL has no host or path"), ("https:///x", "request URL has no host or path"),
+    ("https://h.example/a/../b", None), ("https://h.example../x", "host has an empty label"),
+    ("https://h.example/%2e%2e/x", None),
+])
+def test_request_target_refuses_what_has_no_single_reading(url, detail):
     from entragate.errors import AmbiguousPath
     from entragate.target import request_target
 
-    with pytest.raises(AmbiguousPath):
+    with pytest.raises(AmbiguousPath) as refusal:
         request_target(url)
+    if detail is not None:  # the path's own refusals: tests/host/test_paths.py
+        assert refusal.value.detail == detail
 
 
 def test_forward_strips_other_gateways_and_the_operators_headers_on_every_route():
