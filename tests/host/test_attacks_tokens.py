@@ -642,6 +642,14 @@ def test_time_claims_of_every_odd_type_are_401(tenant, gate, private_key, claim,
         gate.refused(token, strict(f"claim {claim} is out of range"))
 
 
+def test_the_last_numeric_date_is_a_time_and_the_next_is_out_of_range(tenant, gate):
+    from entragate.tokens import MAX_NUMERIC_DATE
+
+    assert gate.status(tenant.mint(claims={"exp": MAX_NUMERIC_DATE})) == (200, "forward", "api-read")
+    gate.refused(tenant.mint(claims={"exp": MAX_NUMERIC_DATE + 1}), strict("claim exp is out of range"))
+    gate.refused(tenant.mint(claims={"iat": 0, "nbf": -1}), strict("claim nbf is out of range"))
+
+
 def test_float_times_are_read_as_numbers_not_truncated(tenant, gate):
     now = time.time()
     assert gate.status(tenant.mint(claims={"exp": now + 600.5, "nbf": now - 0.5, "iat": now - 0.5}))[0] == 200

@@ -232,6 +232,15 @@ def test_unusable_key_sets_count_as_failures(jwks):
     assert "no keys at all" in logs[-1]
 
 
+def test_no_keys_is_a_503_that_says_so():
+    http = FakeHttp()
+    http.failure = KeyFetchError("connection refused")
+    keys, _ = make(http)
+    with pytest.raises(KeysUnavailable) as refusal:
+        run(keys.current(Deferred()))
+    assert (refusal.value.status, refusal.value.detail) == (503, "signing keys for the token issuer are not available")
+
+
 def test_no_keys_at_all_is_unavailable_and_retried_only_after_cooldown():
     http, clock = FakeHttp(), FakeClock()
     http.failure = KeyFetchError("connection refused")

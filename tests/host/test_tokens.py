@@ -250,7 +250,7 @@ def test_signing_key_issuer_must_match(tenant, harness):
             return jwk if kid_ == kid else None
 
     harness.validator._keys_by_version["2.0"] = Keys()
-    harness.refuse(tenant.mint(), "another issuer")
+    assert harness.refuse(tenant.mint()).detail == "signing key belongs to another issuer"
 
 
 # --- header: algorithms and key sources --------------------------------------------------
