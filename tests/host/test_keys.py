@@ -97,7 +97,7 @@ def run(coroutine):
 
 def test_first_use_fetches_discovery_then_jwks_and_writes_kv_in_background():
     http, store, defer = FakeHttp(), FakeStore(), Deferred()
-    keys, _ = make(http, store)
+    keys, logs = make(http, store)
 
     async def scenario():
         key_set = await keys.current(defer)
@@ -111,6 +111,7 @@ def test_first_use_fetches_discovery_then_jwks_and_writes_kv_in_background():
     (stored,) = store.data.values()
     assert json.loads(stored)["fetched_at"] == 1_000_000.0
     assert KeySet.from_json(stored).keys == key_set.keys
+    assert logs == [], "an empty key store is the normal cold start, not something to log"
 
 
 def test_fresh_keys_are_served_from_memory():
