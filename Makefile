@@ -5,7 +5,7 @@ PY := $(UV) run --frozen python
 PORT ?= 8787
 PYTEST_ARGS ?=
 
-.PHONY: setup policy test test-host test-runtime fuzz demo token dev deploy check bench clean
+.PHONY: setup policy test test-host test-runtime fuzz mutate demo token dev deploy check bench clean
 
 setup: .venv/.synced node_modules/.installed
 
@@ -37,6 +37,19 @@ RUNS ?= 5
 fuzz: policy
 	for run in $$(seq $(RUNS)); do HYPOTHESIS_PROFILE=explore $(UV) run --frozen pytest tests/host/test_fuzz.py tests/host/test_paths.py tests/host/test_upstream.py $(PYTEST_ARGS) || exit 1; done
 
+# Mutation testing (never part of `make test`; docs/MUTATION.md): mutmut mutates MODULES of
+# src/entragate ([tool.mutmut] in pyproject.toml lists every module it may) and runs, per
+# mutant, the fast host tests that execute the mutated function. MUTATE_BUDGET: wall-clock
+# seconds; results so far are kept in mutants/ and the next run resumes where this one stopped
+# (`make clean` starts afresh). Prints the score per module and the survivors.
+MODULES ?= tokens claims credential token_cache keys upstream target
+MUTATE_BUDGET ?= 4800
+MUTATE_JOBS ?= 2
+mutate: policy
+	timeout $(MUTATE_BUDGET) $(UV) run --frozen mutmut run --max-children $(MUTATE_JOBS) \
+		$(foreach module,$(MODULES),"entragate.$(module).*") >mutants.log 2>&1 || test $$? -eq 124
+	$(PY) scripts/mutation_report.py $(MODULES)
+
 # Mock Entra tenant + echo origin + the gateway, offline; prints curl lines. Ctrl-C stops all.
 demo: policy
 	$(PY) scripts/demo.py --port $(PORT)
@@ -67,4 +80,4 @@ bench: policy
 	$(PY) bench/run.py
 
 clean:
-	rm -rf python_modules dist build .wrangler/test-workers src/compiled_policy.py
+	rm -rf python_modules dist build .wrangler/test-workers src/compiled_policy.py mutants mutants.log

@@ -77,6 +77,12 @@ from jwt.api_jws import PyJWS  # noqa: E402
 from jwt.exceptions import DecodeError  # noqa: E402
 from jwt.utils import base64url_decode  # noqa: E402
 
+class StrictDecodeError(DecodeError):
+    """A refusal by entragate's own strict reading rather than PyJWT's: its message names the
+    rule and holds nothing taken from the token, so the 401 can say which rule refused."""
+
+
+_SEGMENT_NAMES = {"crypto": "signature"}
 _BASE64URL = re.compile(rb"[A-Za-z0-9_-]*+")  # possessive: no backtrack points to record
 _URLSAFE_TO_STANDARD = bytes.maketrans(b"-_", b"+/")
 # By length mod 4: 1 is never base64; the last character of a segment of length 2 or 3 carries
@@ -92,11 +98,12 @@ class StrictJWS(PyJWS):
         (same verdicts: tests/host/test_pyjwt.py compares the two)."""
         canonical_last = _CANONICAL_LAST.get(len(segment) % 4, False)
         if canonical_last is False or not _BASE64URL.fullmatch(segment):
-            raise DecodeError(f"Invalid {name} segment")
+            raise StrictDecodeError(f"{_SEGMENT_NAMES.get(name, name)} segment is not unpadded base64url")
         if canonical_last is not None and segment[-1] not in canonical_last:
-            raise DecodeError(f"Invalid {name} segment")  # non-canonical trailing bits
+            # non-canonical trailing bits: another spelling of the same bytes
+            raise StrictDecodeError(f"{_SEGMENT_NAMES.get(name, name)} segment is not canonical base64url")
         padding = b"=" * (-len(segment) % 4)
         return binascii.a2b_base64(segment.translate(_URLSAFE_TO_STANDARD) + padding, strict_mode=True)
 
 
-__all__ = ["jwt", "StrictJWS", "base64url_decode"]
+__all__ = ["jwt", "StrictJWS", "StrictDecodeError", "base64url_decode"]

@@ -15,7 +15,7 @@ import math
 import re
 from typing import Protocol
 
-from .pyjwt import StrictJWS, base64url_decode, jwt
+from .pyjwt import StrictDecodeError, StrictJWS, base64url_decode, jwt
 
 from .claims import identity_from_claims
 from .config import GUID, Config
@@ -51,10 +51,14 @@ class SignatureVerifier(Protocol):
         """True only if `signature` is valid for `signing_input` under the RSA public `jwk`."""
 
 
+class _DuplicateMember(Exception):
+    pass
+
+
 def _no_duplicate_members(pairs):
     result = dict(pairs)  # built in C; a shorter dict means a name came twice
     if len(result) != len(pairs):
-        raise jwt.DecodeError("duplicate member name")
+        raise _DuplicateMember
     return result
 
 
@@ -67,10 +71,12 @@ def _strict_json_object(raw: bytes, what: str) -> dict:
     try:
         text = raw.decode("utf-8")
         value = _STRICT_JSON.decode(text)
+    except _DuplicateMember:
+        raise StrictDecodeError(f"{what} holds a member name twice") from None
     except (ValueError, RecursionError) as error:
-        raise jwt.DecodeError(f"{what} is not valid JSON") from error
+        raise StrictDecodeError(f"{what} is not valid JSON") from error
     if not isinstance(value, dict):
-        raise jwt.DecodeError(f"{what} is not a JSON object")
+        raise StrictDecodeError(f"{what} is not a JSON object")
     if _SURROGATE_ESCAPE.search(text) is not None and not is_unicode(value):
         raise InvalidToken(f"token {what} holds a string that is not Unicode (a lone surrogate)")
     return value
@@ -103,9 +109,9 @@ class _EntraJWT(jwt.PyJWT):
             if name in payload:
                 value = payload[name]
                 if isinstance(value, bool) or not isinstance(value, (int, float)):
-                    raise jwt.DecodeError(f"claim {name} must be a number")
+                    raise StrictDecodeError(f"claim {name} must be a number")
                 if not math.isfinite(value) or not 0 <= value <= MAX_NUMERIC_DATE:
-                    raise jwt.DecodeError(f"claim {name} is out of range")
+                    raise StrictDecodeError(f"claim {name} is out of range")
         return payload
 
 
@@ -134,6 +140,8 @@ def _decode(token: str, leeway: int) -> dict:
         raise InvalidToken("token not yet valid") from None
     except jwt.MissingRequiredClaimError as error:
         raise InvalidToken(f"token has no {error.claim} claim") from None
+    except StrictDecodeError as error:  # our own rules: the detail says which (nothing from the token)
+        raise InvalidToken(f"malformed token: {error}") from None
     except (jwt.PyJWTError, ValueError, TypeError, OverflowError, RecursionError):
         raise InvalidToken("malformed token") from None
 

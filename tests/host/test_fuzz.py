@@ -17,6 +17,7 @@ import posixpath
 import re
 import time
 import unicodedata
+from dataclasses import replace
 from pathlib import Path
 from urllib.parse import quote, unquote, urlsplit
 
@@ -526,12 +527,18 @@ METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "PROPFIND
 
 @st.composite
 def identities(draw):
+    """Two in three report groups overage, and most of those list none of the policy's groups:
+    the identities whose `groups` tests are unknown (reason groups_overage) come up regularly."""
     kind = draw(st.sampled_from([USER, APP]))
     oid = draw(st.sampled_from(USERS))
+    overage = draw(st.integers(0, 2)) > 0
+    if overage and draw(st.integers(0, 3)) > 0:
+        groups = draw(st.sampled_from([(), (OTHER_GROUP,)]))
+    else:
+        groups = tuple(draw(st.lists(st.sampled_from([*GROUPS.values(), OTHER_GROUP]), max_size=3, unique=True)))
     return Identity(
         oid=oid, tid=draw(st.sampled_from(TENANTS)), sub=oid if kind == APP else "s", name=None, username=None,
-        groups=tuple(draw(st.lists(st.sampled_from([*GROUPS.values(), OTHER_GROUP]), max_size=3, unique=True))),
-        groups_overage=draw(st.booleans()),
+        groups=groups, groups_overage=overage,
         roles=tuple(draw(st.lists(st.sampled_from(["Gateway.Write", "Gateway.Invoke", "Reports.Read", "X"]), max_size=2))),
         scopes=tuple(draw(st.lists(st.sampled_from(["access_as_user", "other"]), max_size=2))),
         client_id=draw(st.sampled_from(CLIENTS)), kind=kind, version="2.0", issuer="", audience="", expires_at=0,
@@ -565,6 +572,40 @@ def ref_eval(cond, identity):
     if op == "any":
         return True if True in results else (None if None in results else False)
     return False if False in results else (None if None in results else True)
+
+
+def ref_scopes(cond) -> set:
+    if cond[0] == "scopes":
+        return set(cond[1])
+    if cond[0] == "not":
+        return ref_scopes(cond[1])
+    if cond[0] in ("any", "all"):
+        return set().union(*(ref_scopes(c) for c in cond[1]))
+    return set()
+
+
+def ref_reason(route, identity) -> str:
+    """The decision reason for a route that owns the request with its method (policy.py's
+    docstring): public, token_required, then deny (true: denied_by_rule, unknown:
+    groups_overage), then allow (true: allowed, unknown: groups_overage, false:
+    insufficient_scope if the route's own scopes would make it hold, else condition_not_met)."""
+    if route["public"]:
+        return "public"
+    if identity is None:
+        return "token_required"
+    if route["deny"] is not None:
+        denied = ref_eval(route["deny"], identity)
+        if denied is not False:
+            return "denied_by_rule" if denied else "groups_overage"
+    if route["allow"] is None:
+        return "condition_not_met"
+    allowed = ref_eval(route["allow"], identity)
+    if allowed is not False:
+        return "allowed" if allowed else "groups_overage"
+    scopes = tuple(sorted(ref_scopes(route["allow"])))
+    if scopes and ref_eval(route["allow"], replace(identity, scopes=identity.scopes + scopes)) is True:
+        return "insufficient_scope"
+    return "condition_not_met"
 
 
 def host_matches(pattern, host):
@@ -683,12 +724,16 @@ def check_decision(policy, data, method, host, path, identity):
     names, method_ok = reference_route(data["routes"], method, host, path)
     if names is None:
         assert decision.reason == "no_route" and not decision.allowed
+        event("decision: no_route")
         return decision
     assert decision.rule in names, (decision, names)
     if not method_ok:
         assert decision.reason == "method_not_allowed" and not decision.allowed
+        event("decision: method_not_allowed")
         return decision
     route = next(r for r in data["routes"] if r["name"] == decision.rule)
+    event(f"decision: {decision.reason}")
+    assert decision.reason == ref_reason(route, identity), (decision, route, identity)
     if decision.allowed:
         # Allowed only for an identity the rule names: public, or allow holds and deny does not.
         assert route["public"] or (
@@ -729,6 +774,36 @@ PROJECT_PATHS = pattern_paths({p for r in COMPILED.data["routes"] for _, p, _ in
 @given(st.sampled_from(METHODS), st.sampled_from(HOSTS), PATHS | PROJECT_PATHS, st.none() | identities())
 def test_project_policy_allows_only_what_the_rule_names(method, host, path, identity):
     assume(not any(not seg for seg in path[1:].split("/")[:-1]))  # canonical paths have no '//'
+    check_decision(COMPILED.policy, COMPILED.data, method, host, path, identity)
+
+
+def _names_groups(cond) -> bool:
+    return cond is not None and "groups" in json.dumps(cond)
+
+
+GROUP_ROUTES = [route for route in COMPILED.data["routes"] if _names_groups(route["allow"]) or _names_groups(route["deny"])]
+
+
+@st.composite
+def requests_on_group_routes(draw):
+    """(method, host, path) that a route of the project policy with a `groups` condition owns."""
+    route = draw(st.sampled_from(GROUP_ROUTES))
+    host, pattern, methods = draw(st.sampled_from(route["match"]))
+    method = draw(st.sampled_from(METHODS if "*" in methods else methods))
+    if host == "*":
+        host = draw(st.sampled_from(["gw.example", "api.example.com"]))
+    elif host.startswith("*."):
+        host = draw(st.sampled_from(["a.", "x.y."])) + host[2:]
+    return method, host, draw(pattern_paths({pattern}))
+
+
+@settings(max_examples=300, deadline=None)
+@given(requests_on_group_routes(), identities())
+def test_project_routes_with_groups_decide_overage_as_the_reference(request, identity):
+    """The project's routes that test groups, with identities mostly in overage: every reason
+    (groups_overage above all) is the reference's."""
+    method, host, path = request
+    assume(not any(not seg for seg in path[1:].split("/")[:-1]))
     check_decision(COMPILED.policy, COMPILED.data, method, host, path, identity)
 
 

@@ -1,5 +1,7 @@
 """Gateway.handle decisions that depend on the request itself, with a real compiled policy."""
 
+import json
+
 import pytest
 from fixtures.host_gateway import IPV6_POLICY, gateway_answer
 
@@ -11,6 +13,7 @@ from entragate.gateway import Forward
 def test_hosts_with_empty_labels_are_refused(host):
     result = gateway_answer(f"https://{host}/healthz")
     assert isinstance(result, Answer) and (result.status, result.code) == (400, "ambiguous_path")
+    assert json.loads(result.body)["detail"] == "host has an empty label"
 
 
 @pytest.mark.parametrize("host", ["app.example.net", "app.example.net.", "APP.example.net:8443"])
@@ -42,6 +45,7 @@ def test_token_refusals_name_the_route_that_asked_for_the_token():
     ("https://user@h.example/x", ("h.example", "/x", "/x", None)),
     ("https://h.example/.well-known/entragate/health?x", ("h.example", "/.well-known/entragate/health?x", None, "health")),
     ("https://h.example/.well-known/entragate/jwks.json", ("h.example", "/.well-known/entragate/jwks.json", None, "jwks")),
+    ("https://h.example/r?next=https://evil.example/x", ("h.example", "/r?next=https://evil.example/x", "/r", None)),
 ])
 def test_request_target(url, expected):
     from entragate.target import request_target
@@ -50,14 +54,20 @@ def test_request_target(url, expected):
     assert (target.host, target.path_and_query, target.path, target.endpoint) == expected
 
 
-@pytest.mark.parametrize("url", ["https://h.example", "https://:443/x", "nonsense", "https://h.example/a/../b",
-                                 "https://h.example../x", "https://h.example/%2e%2e/x"])
-def test_request_target_refuses_what_has_no_single_reading(url):
+@pytest.mark.parametrize("url,detail", [
+    ("https://h.example", "request URL has no host or path"), ("https://:443/x", "request URL has no host or path"),
+    ("nonsense", "request URL has no host or path"), ("https:///x", "request URL has no host or path"),
+    ("https://h.example/a/../b", None), ("https://h.example../x", "host has an empty label"),
+    ("https://h.example/%2e%2e/x", None),
+])
+def test_request_target_refuses_what_has_no_single_reading(url, detail):
     from entragate.errors import AmbiguousPath
     from entragate.target import request_target
 
-    with pytest.raises(AmbiguousPath):
+    with pytest.raises(AmbiguousPath) as refusal:
         request_target(url)
+    if detail is not None:  # the path's own refusals: tests/host/test_paths.py
+        assert refusal.value.detail == detail
 
 
 def test_forward_strips_other_gateways_and_the_operators_headers_on_every_route():
@@ -152,3 +162,86 @@ def test_other_bodies_are_forwarded(tmp_path, method, body_without_length):
     request = IncomingRequest(method=method, url="https://app.example.net/up", request_id="r", header_names=(),
                               body_without_length=body_without_length)
     assert isinstance(handle(request, tmp_path), Forward)
+
+
+# --- what the gateway strips before forwarding, through Gateway.handle ---------------------------
+
+SPOOFED_IDENTITY = (  # our own identity headers, in every spelling a server might merge with ours
+    "X-Entragate-User-Oid", "x-entragate-roles", "X_ENTRAGATE_GROUPS", "X.Entragate.Assertion",
+    "x~entragate~token-kind", "X--Entragate--Rule", "X-Entragate-Request-Id", "X-Entragate", "x_entragate",
+)
+ROUTING_OVERRIDES = (
+    "X-Original-URL", "x_rewrite_url", "X-ORIGINAL-URI", "X-Forwarded-Uri", "x.forwarded.path", "X-Forwarded-Prefix",
+    "X-Forwarded-Host", "X-Forwarded-Server", "X-Original-Host", "X-Host", "Forwarded", "X-HTTP-Method-Override",
+    "X_HTTP_Method", "X-Method-Override",
+)
+KEPT = ("Host", "Accept", "Accept-Encoding", "Content-Type", "Cookie", "User-Agent", "X-Forwarded-For",
+        "X-Forwarded-Proto", "X-Request-Id", "CF-Connecting-IP", "Traceparent", "X-Entragatex", "Authorization-X")
+
+
+@pytest.fixture(scope="module")
+def tenant():
+    from fixtures.mock_entra import MockTenant
+
+    return MockTenant()  # minting only: the gateway reads its keys from memory
+
+
+def forward_of(gateway, path, names, authorization=None, method="GET"):
+    import asyncio
+
+    from entragate.gateway import IncomingRequest
+
+    request = IncomingRequest(method, f"https://gw.example{path}", "r-1", names, authorization=authorization)
+    result = asyncio.run(gateway.handle(request, lambda coroutine: coroutine.close()))
+    assert isinstance(result, Forward), result
+    return result
+
+
+def test_routing_override_list_is_the_one_tested_here():
+    from entragate.upstream import ROUTING_OVERRIDE_HEADERS, normalised_name
+
+    assert {normalised_name(name) for name in ROUTING_OVERRIDES} == ROUTING_OVERRIDE_HEADERS
+
+
+def test_a_token_route_strips_spoofed_identity_routing_overrides_and_authorization_and_nothing_else(tenant):
+    from fixtures.host_gateway import token_gateway
+
+    names = KEPT[:4] + SPOOFED_IDENTITY + ("Authorization",) + ROUTING_OVERRIDES + KEPT[4:]
+    result = forward_of(token_gateway(tenant), "/api/items", names, f"Bearer {tenant.mint()}")
+    assert result.strip == SPOOFED_IDENTITY + ("Authorization",) + ROUTING_OVERRIDES  # as sent, in order
+    assert result.url == "https://origin.example/api/items"  # Host: the origin's, set by the platform from the URL
+    added = dict(result.add)
+    assert added["x-entragate-user-oid"] == tenant.user_oid and added["x-entragate-rule"] == "api-read"
+    assert all(name.startswith("x-entragate-") for name in added)
+
+
+def test_forward_authorization_keeps_the_authorization_header_and_strips_the_rest(tenant):
+    from fixtures.host_gateway import token_gateway
+
+    names = SPOOFED_IDENTITY + ("authorization",) + ROUTING_OVERRIDES + KEPT
+    gateway = token_gateway(tenant, FORWARD_AUTHORIZATION="true")
+    result = forward_of(gateway, "/api/items", names, f"Bearer {tenant.mint()}")
+    assert result.strip == SPOOFED_IDENTITY + ROUTING_OVERRIDES
+
+
+def test_a_public_route_strips_the_same_headers_and_adds_only_the_request_id(tenant):
+    """No token is asked for, but a client's identity headers and overrides must still not
+    reach the origin; Authorization too (it was not checked, so the origin must not trust it)."""
+    from fixtures.host_gateway import token_gateway
+
+    names = SPOOFED_IDENTITY + ("AUTHORIZATION",) + ROUTING_OVERRIDES + KEPT
+    result = forward_of(token_gateway(tenant), "/healthz", names, "Bearer not-checked")
+    assert result.strip == SPOOFED_IDENTITY + ("AUTHORIZATION",) + ROUTING_OVERRIDES
+    assert result.add == (("x-entragate-request-id", "r-1"),) and result.identity is None
+    kept = forward_of(token_gateway(tenant, FORWARD_AUTHORIZATION="true"), "/healthz", names, "Bearer not-checked")
+    assert kept.strip == SPOOFED_IDENTITY + ROUTING_OVERRIDES
+
+
+def test_a_custom_prefix_strips_its_own_spellings_and_no_longer_the_default_ones(tenant):
+    from fixtures.host_gateway import token_gateway
+
+    names = ("X-Corp-Id-User-Oid", "x_corp_id_roles", "X-Corp-Id", "X-Entragate-User-Oid", "Accept")
+    result = forward_of(token_gateway(tenant, IDENTITY_HEADER_PREFIX="x-corp-id-"), "/api/items", names,
+                        f"Bearer {tenant.mint()}")
+    assert result.strip == ("X-Corp-Id-User-Oid", "x_corp_id_roles", "X-Corp-Id")
+    assert dict(result.add)["x-corp-id-user-oid"] == tenant.user_oid

@@ -90,12 +90,12 @@ def dropped(coroutine):
     coroutine.close()
 
 
-def make(http=None, store=None, clock=None, max_age=3600, cooldown=60):
+def make(http=None, store=None, clock=None, max_age=3600, cooldown=60, timeout=1.0):
     logs = []
     keys = IssuerKeys(
         DISCOVERY, AUTHORITY,
         http=http or FakeHttp(), store=store or FakeStore(), clock=clock or FakeClock(),
-        log=logs.append, max_age=max_age, cooldown=cooldown, timeout=1.0,
+        log=logs.append, max_age=max_age, cooldown=cooldown, timeout=timeout,
     )
     return keys, logs
 
@@ -106,7 +106,7 @@ def run(coroutine):
 
 def test_first_use_fetches_discovery_then_jwks_and_writes_kv_in_background():
     http, store, defer = FakeHttp(), FakeStore(), Deferred()
-    keys, _ = make(http, store)
+    keys, logs = make(http, store)
 
     async def scenario():
         key_set = await keys.current(defer)
@@ -120,6 +120,7 @@ def test_first_use_fetches_discovery_then_jwks_and_writes_kv_in_background():
     (stored,) = store.data.values()
     assert json.loads(stored)["fetched_at"] == 1_000_000.0
     assert KeySet.from_json(stored, AUTHORITY).keys == key_set.keys
+    assert logs == [], "an empty key store is the normal cold start, not something to log"
 
 
 def test_fresh_keys_are_served_from_memory():
@@ -239,6 +240,15 @@ def test_unusable_key_sets_count_as_failures(jwks):
     with pytest.raises(KeysUnavailable):
         run(keys.current(dropped))
     assert "no keys at all" in logs[-1]
+
+
+def test_no_keys_is_a_503_that_says_so():
+    http = FakeHttp()
+    http.failure = KeyFetchError("connection refused")
+    keys, _ = make(http)
+    with pytest.raises(KeysUnavailable) as refusal:
+        run(keys.current(Deferred()))
+    assert (refusal.value.status, refusal.value.detail) == (503, "signing keys for the token issuer are not available")
 
 
 def test_cold_retry_delays_double_from_one_second_to_five_and_never_pass_the_cooldown():
@@ -446,3 +456,192 @@ def test_per_key_issuer_is_kept():
     http.jwks = {"keys": [jwk("k1", issuer="https://login.microsoftonline.com/{tenantid}/v2.0")]}
     keys, _ = make(http)
     assert run(keys.key("k1", dropped))["issuer"].endswith("{tenantid}/v2.0")
+
+
+@pytest.mark.parametrize("jwks_uri", [
+    "http://login.example/tid/discovery/v2.0/keys",  # the authority's host, another scheme
+    "https://login.example:8443/tid/discovery/v2.0/keys",  # the authority's host, another port
+    "https://login.example:80/tid/discovery/v2.0/keys",
+    "http://login.example:443/tid/discovery/v2.0/keys",
+])
+def test_keys_are_never_fetched_from_another_scheme_or_port_than_the_authority(jwks_uri):
+    """ENTRA_AUTHORITY is https://login.example: a discovery document naming its host with
+    another scheme or port does not make the gateway fetch keys there (whatever it does
+    instead, every URL it fetches is on the authority's scheme, host and port)."""
+    from urllib.parse import urlsplit
+
+    http = FakeHttp()
+    http.discovery = {"issuer": ISSUER, "jwks_uri": jwks_uri}
+    keys, _ = make(http)
+    try:
+        run(keys.current(Deferred()))
+    except KeysUnavailable:
+        pass
+    assert jwks_uri not in http.calls
+    authority = urlsplit(AUTHORITY)
+    assert all((urlsplit(url).scheme, urlsplit(url).hostname, urlsplit(url).port)
+               == (authority.scheme, authority.hostname, authority.port) for url in http.calls), http.calls
+
+
+def test_the_same_scheme_host_and_port_as_the_authority_is_fetched():
+    http = FakeHttp()
+    keys, _ = make(http)
+    assert set(run(keys.current(Deferred())).keys) == {"k1"} and http.calls == [DISCOVERY, JWKS]
+
+
+def test_a_key_set_keeps_only_the_first_max_keys_usable_keys():
+    """A JWKS of more keys than MAX_KEYS keeps the first MAX_KEYS usable ones, in order;
+    unusable entries (encryption keys, other key types) do not use up the allowance."""
+    from entragate.keys import MAX_KEYS
+
+    http = FakeHttp()
+    entries = []
+    for i in range(MAX_KEYS + 10):
+        entries += [jwk(f"enc-{i}", use="enc"), {"kty": "EC", "kid": f"ec-{i}", "crv": "P-256", "x": "a", "y": "b"},
+                    jwk(f"k{i}")]
+    http.jwks = {"keys": entries}
+    keys, _ = make(http)
+    key_set = run(keys.current(Deferred()))
+    assert list(key_set.keys) == [f"k{i}" for i in range(MAX_KEYS)]
+    assert run(keys.key(f"k{MAX_KEYS}", Deferred())) is None  # the first one past the cap is not trusted
+    assert http.jwks_fetches() == 1
+
+
+# --- the cooldown end to end through the gateway, on the injected clock ----------------------------
+# (tests/runtime/test_faults.py shows the same in workerd, with margins for a loaded machine.)
+
+COOLDOWN = 60
+
+
+@pytest.fixture
+def entra():
+    from fixtures.mock_entra import MockTenant
+
+    return MockTenant()  # minting only: keys are served from memory
+
+
+def gateway_on(entra_tenant, clock):
+    from fixtures.host_gateway import MemoryEntra, token_gateway
+
+    http = MemoryEntra(entra_tenant)
+    gateway = token_gateway(entra_tenant, http=http, clock=clock, ENTRA_TOKEN_VERSIONS="2.0",
+                            JWKS_COOLDOWN_SECONDS=str(COOLDOWN))
+    return gateway, http
+
+
+def statuses(gateway, tokens):
+    """Answer all the requests concurrently (one event loop, as one isolate would)."""
+    from entragate.gateway import Forward, IncomingRequest
+
+    async def one(token):
+        request = IncomingRequest("GET", "https://gw.example/api/items", "r", ("authorization",),
+                                  authorization=f"Bearer {token}")
+        result = await gateway.handle(request, Deferred())
+        return 200 if isinstance(result, Forward) else result.status
+
+    async def burst():
+        return await asyncio.gather(*(one(token) for token in tokens))
+
+    return run(burst())
+
+
+def test_a_burst_of_unknown_kids_costs_one_key_fetch_per_cooldown(entra):
+    clock = FakeClock()
+    gateway, http = gateway_on(entra, clock)
+    fetches = lambda: http.calls.count(http.v2_keys)  # noqa: E731
+    # A cold isolate: 100 requests at once, each with its own unknown kid, share one fetch.
+    assert statuses(gateway, [entra.mint(headers={"kid": f"cold-{i}"}) for i in range(100)]) == [401] * 100
+    assert fetches() == 1
+    # Within the cooldown (up to its last second): more unknown kids fetch nothing, valid tokens pass.
+    clock.now += COOLDOWN - 1
+    assert statuses(gateway, [entra.mint(headers={"kid": f"warm-{i}"}) for i in range(99)] + [entra.mint()]) \
+        == [401] * 99 + [200]
+    assert fetches() == 1
+    # Once the cooldown is over: one more fetch for the next 100, however they interleave.
+    clock.now += 1
+    assert statuses(gateway, [entra.mint(headers={"kid": f"later-{i}"}) for i in range(100)]) == [401] * 100
+    assert fetches() == 2
+
+
+def test_a_rotated_key_is_picked_up_after_the_cooldown_not_before(entra):
+    clock = FakeClock()
+    gateway, http = gateway_on(entra, clock)
+    assert statuses(gateway, [entra.mint(headers={"kid": "probe"})]) == [401]  # a fetch: the cooldown starts
+    entra.rotate()
+    clock.now += COOLDOWN - 1
+    assert statuses(gateway, [entra.mint()]) == [401]  # signed with a key not fetched yet
+    assert http.calls.count(http.v2_keys) == 1
+    clock.now += 1
+    assert statuses(gateway, [entra.mint()]) == [200]
+    assert http.calls.count(http.v2_keys) == 2
+
+
+def test_a_stored_key_set_round_trips_with_its_issuer_and_refuses_other_shapes():
+    stored = KeySet(ISSUER, {"k1": {"kty": "RSA", "kid": "k1", "n": N, "e": "AQAB"}}, 1_000_000.0)
+    again = KeySet.from_json(stored.to_json(JWKS), AUTHORITY)
+    assert (again.issuer, again.keys, again.fetched_at) == (ISSUER, stored.keys, 1_000_000.0)
+    good = json.loads(stored.to_json(JWKS))
+    for bad in ({**good, "format": 2}, {**good, "format": None}, {**good, "fetched_at": True},
+                {**good, "fetched_at": "1000000"}, {k: v for k, v in good.items() if k != "fetched_at"},
+                [good], "text", None):
+        with pytest.raises(KeyFetchError):
+            KeySet.from_json(json.dumps(bad), AUTHORITY)
+
+
+def test_each_unusable_key_is_skipped_and_the_next_one_still_read():
+    """Every bound to the byte, and each refusal skips one key: a bad key before a good one
+    must not end the reading (nor make the set unusable)."""
+    from entragate.keys import MAX_EXPONENT_CHARS, MAX_ISSUER_CHARS, MAX_KID_LENGTH, MAX_MODULUS_CHARS
+
+    http = FakeHttp()
+    http.jwks = {"keys": [
+        "not an object", jwk("k" * (MAX_KID_LENGTH + 1)), jwk("ok-kid-" + "k" * (MAX_KID_LENGTH - 7)),
+        {**jwk("long-n"), "n": "x" * (MAX_MODULUS_CHARS + 1)}, {**jwk("ok-n"), "n": "x" * MAX_MODULUS_CHARS},
+        {**jwk("long-e"), "e": "A" * (MAX_EXPONENT_CHARS + 1)}, {**jwk("ok-e"), "e": "A" * MAX_EXPONENT_CHARS},
+        jwk("long-issuer", issuer="https://" + "i" * (MAX_ISSUER_CHARS - 7)),
+        jwk("ok-issuer", issuer="https://" + "i" * (MAX_ISSUER_CHARS - 8)),
+        {**jwk("empty-n"), "n": ""}, {**jwk("no-e"), "e": None}, {**jwk("ec"), "kty": "EC"}, jwk("enc", use="enc"),
+        jwk("last"),
+    ]}
+    keys, _ = make(http)
+    kept = run(keys.current(Deferred())).keys
+    assert list(kept) == ["ok-kid-" + "k" * (MAX_KID_LENGTH - 7), "ok-n", "ok-e", "ok-issuer", "last"]
+
+
+@pytest.mark.parametrize("issuer", ["http://login.microsoftonline.com/tid/v2.0", "", None, 7])
+def test_a_discovery_document_without_an_https_issuer_gives_no_keys(issuer):
+    http = FakeHttp()
+    http.discovery = {"issuer": issuer, "jwks_uri": JWKS}
+    keys, logs = make(http)
+    with pytest.raises(KeysUnavailable):
+        run(keys.current(Deferred()))
+    assert "no keys at all" in logs[-1]
+
+
+def test_fetches_use_the_configured_timeout_and_the_stored_copy_names_its_source():
+    class TimedHttp(FakeHttp):
+        async def get_json(self, url, timeout):
+            self.timeouts = getattr(self, "timeouts", []) + [timeout]
+            return await super().get_json(url, timeout)
+
+    http, store, defer = TimedHttp(), FakeStore(), Deferred()
+    keys, _ = make(http, store)
+
+    async def scenario():
+        await keys.current(defer)
+        await defer.run()
+
+    run(scenario())
+    assert http.timeouts == [1.0, 1.0]  # make(): timeout=1.0
+    assert json.loads(next(iter(store.data.values())))["jwks_uri"] == JWKS
+
+
+def test_a_stalled_key_store_is_given_up_after_the_fetch_timeout():
+    class StalledStore(FakeStore):
+        async def get(self, key):
+            await asyncio.sleep(3600)
+
+    http = FakeHttp()
+    keys, logs = make(http, StalledStore(), timeout=0.05)  # the fetch timeout bounds the one KV read too
+    assert run(keys.key("k1", Deferred())) is not None
+    assert "ignoring cached key set" in logs[0] and http.jwks_fetches() == 1

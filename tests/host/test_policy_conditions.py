@@ -2,12 +2,15 @@
 
 import json
 import textwrap
+from dataclasses import replace
 
 import pytest
+from hypothesis import event, given, settings
+from hypothesis import strategies as st
 
 from entragate.claims import identity_from_claims
 from entragate.identity import APP, USER, Identity
-from entragate.policy import Decision, Policy
+from entragate.policy import Decision, Policy, Route
 from entragate_tools.compiler import compile_policies
 
 ADMINS = "11111111-1111-4111-8111-111111111111"
@@ -206,3 +209,116 @@ def test_compiled_condition_uses_guids_not_aliases(tmp_path):
     """))
     data = json.loads(compile_policies(tmp_path).json_text)
     assert data["routes"][0]["allow"] == ["groups", sorted([ADMINS, WRITERS])]
+
+
+# --- property: any condition tree, any identity, against a reference ----------------------------
+# Identities are biased towards groups overage with none of the wanted groups listed, the case
+# where a `groups` test is unknown: `--hypothesis-show-statistics` shows the share of each reason.
+
+WANTED_GROUPS = [ADMINS, WRITERS]
+GROUPS_TEST = st.lists(st.sampled_from(WANTED_GROUPS), min_size=1, max_size=2, unique=True).map(lambda g: ["groups", g])
+OTHER_LEAVES = st.one_of(
+    st.lists(st.sampled_from(["R", "Admin"]), min_size=1, max_size=2, unique=True).map(lambda r: ["roles", r]),
+    st.lists(st.sampled_from(["read", "write"]), min_size=1, max_size=2, unique=True).map(lambda s: ["scopes", s]),
+    st.sampled_from([["kind", USER], ["kind", APP], ["tenants", [TENANT]], ["users", [ALICE]], ["clients", [CLIENT]],
+                     ["true"]]),
+)
+# Half the leaves test groups: the test that overage makes unknown is the one under test.
+LEAVES = st.booleans().flatmap(lambda groups: GROUPS_TEST if groups else OTHER_LEAVES)
+CONDITIONS = st.recursive(
+    LEAVES,
+    lambda inner: st.one_of(
+        inner.map(lambda c: ["not", c]),
+        st.tuples(st.sampled_from(["any", "all"]), st.lists(inner, min_size=1, max_size=3)).map(list),
+    ),
+    max_leaves=6,
+)
+
+
+@st.composite
+def biased_identities(draw):
+    """Two in three report overage; of those, three in four list none of the wanted groups."""
+    overage = draw(st.integers(0, 2)) > 0
+    if overage and draw(st.integers(0, 3)) > 0:
+        groups = draw(st.sampled_from([(), (OTHER,)]))
+    else:
+        groups = tuple(draw(st.lists(st.sampled_from([ADMINS, WRITERS, OTHER]), max_size=2, unique=True)))
+    return ident(
+        kind=draw(st.sampled_from([USER, APP])), oid=draw(st.sampled_from([ALICE, BOB])),
+        tid=draw(st.sampled_from([TENANT, OTHER])), groups=groups, overage=overage,
+        roles=draw(st.lists(st.sampled_from(["R", "Admin", "X"]), max_size=2, unique=True)),
+        scopes=draw(st.lists(st.sampled_from(["read", "write", "other"]), max_size=2, unique=True)),
+        client=draw(st.sampled_from([CLIENT, OTHER])),
+    )
+
+
+def ref_eval(cond, identity):
+    """Three-valued (Kleene) evaluation, written from policy.py's docstring."""
+    op = cond[0]
+    if op == "true":
+        return True
+    if op == "groups":
+        return True if set(cond[1]) & set(identity.groups) else (None if identity.groups_overage else False)
+    if op in ("roles", "scopes"):
+        return bool(set(cond[1]) & set(getattr(identity, op)))
+    if op in ("tenants", "users", "clients"):
+        return {"tenants": identity.tid, "users": identity.oid, "clients": identity.client_id}[op] in cond[1]
+    if op == "kind":
+        return identity.kind == cond[1]
+    if op == "not":
+        inner = ref_eval(cond[1], identity)
+        return None if inner is None else not inner
+    results = [ref_eval(c, identity) for c in cond[1]]
+    if op == "any":
+        return True if True in results else (None if None in results else False)
+    return False if False in results else (None if None in results else True)
+
+
+def ref_scopes(cond) -> set:
+    if cond[0] == "scopes":
+        return set(cond[1])
+    if cond[0] == "not":
+        return ref_scopes(cond[1])
+    if cond[0] in ("any", "all"):
+        return set().union(*(ref_scopes(c) for c in cond[1]))
+    return set()
+
+
+def ref_reason(allow, deny, identity) -> str:
+    """The decision reason, from the module docstring: deny first (true: denied_by_rule,
+    unknown: groups_overage), then allow (true: allowed, unknown: groups_overage, false:
+    insufficient_scope when the route's own scopes would make it hold, else condition_not_met)."""
+    if deny is not None:
+        denied = ref_eval(deny, identity)
+        if denied is not False:
+            return "denied_by_rule" if denied else "groups_overage"
+    if allow is None:
+        return "condition_not_met"
+    allowed = ref_eval(allow, identity)
+    if allowed is not False:
+        return "allowed" if allowed else "groups_overage"
+    scopes = ref_scopes(allow)
+    if scopes and ref_eval(allow, replace(identity, scopes=identity.scopes + tuple(sorted(scopes)))) is True:
+        return "insufficient_scope"
+    return "condition_not_met"
+
+
+@settings(max_examples=800, deadline=None)
+@given(CONDITIONS, st.one_of(st.none(), st.none(), CONDITIONS), biased_identities())
+def test_any_condition_decides_as_the_three_valued_reference(allow, deny, identity):
+    expected = ref_reason(allow, deny, identity)
+    event(expected)
+    route = Route("r", allow=allow, deny=deny)
+    assert route.evaluate(identity) == Decision(expected == "allowed", expected, "r"), (allow, deny, identity)
+
+
+@settings(max_examples=200, deadline=None)
+@given(CONDITIONS, biased_identities())
+def test_overage_never_allows_what_listing_no_group_would_refuse(allow, identity):
+    """However a groups test sits in the tree, an overage token is allowed only if it would
+    be allowed with its listed groups taken as all its groups (overage never grants)."""
+    decision = Route("r", allow=allow).evaluate(identity)
+    if identity.groups_overage:
+        event(f"overage: {decision.reason}")
+        known = Route("r", allow=allow).evaluate(replace(identity, groups_overage=False))
+        assert not decision.allowed or known.allowed

@@ -101,6 +101,19 @@ def test_not_before_is_rechecked_if_the_clock_goes_back():
     assert inner.calls == 2
 
 
+def test_not_before_boundary_is_exactly_not_before_minus_skew():
+    """The cache serves a hit exactly where a fresh validation would accept (PyJWT: nbf/iat
+    up to now + skew), and not a second before."""
+    cache, inner, _, clock = make()
+    validate(cache, token(1))
+    clock.now = IDENTITY.not_before - SKEW
+    validate(cache, token(1))
+    assert inner.calls == 1
+    clock.now = IDENTITY.not_before - SKEW - 0.001
+    validate(cache, token(1))
+    assert inner.calls == 2
+
+
 def test_entries_live_no_longer_than_the_configured_maximum():
     cache, inner, _, clock = make(max_age=300)
     validate(cache, token(1))

@@ -130,6 +130,39 @@ def test_app_only_without_idtyp_is_recognised_by_oid_equals_sub(tenant, harness)
     assert harness.validate(tenant.mint(kind="app", omit=("idtyp",))).kind == APP
 
 
+SP = "5a5a5a5a-0000-4000-8000-00000000000a"
+
+
+@pytest.mark.parametrize("claims,kind", [
+    ({"oid": SP, "sub": SP}, APP),  # no scp, oid == sub: the service principal itself
+    ({"oid": SP, "sub": SP, "scp": "access_as_user"}, USER),  # a scope: delegated, whatever oid and sub say
+    ({"oid": SP, "sub": SP, "scp": ""}, APP),  # an empty scp grants nothing: still no scope
+    ({"oid": SP, "sub": "pairwise-subject"}, USER),  # oid != sub: a user's pairwise subject
+    ({"sub": SP}, USER),  # no oid: nothing to compare, never taken for an app
+    ({}, USER),  # neither: None == None must not make an app
+    ({"oid": SP, "sub": SP, "idtyp": "user"}, USER),  # idtyp, when present, decides
+    ({"oid": SP, "sub": "other", "scp": "access_as_user", "idtyp": "app"}, APP),
+])
+def test_token_kind_without_idtyp_is_app_only_with_no_scope_and_oid_equal_to_sub(claims, kind):
+    """Microsoft's rule when the optional idtyp claim is absent, each way round."""
+    from entragate.claims import identity_from_claims
+
+    assert identity_from_claims(claims).kind == kind
+
+
+def test_kind_without_idtyp_through_the_validator_each_way_round(tenant, harness):
+    app = tenant.mint(kind="app", omit=("idtyp",))
+    assert harness.validate(app).kind == APP
+    _, payload, _ = segments(app)
+    assert harness.validate(tenant.mint(kind="app", claims={"sub": "pairwise-" + payload["sub"]}, omit=("idtyp",))).kind == USER
+    assert harness.validate(tenant.mint(kind="app", claims={"scp": "access_as_user"}, omit=("idtyp",))).kind == USER
+    user = tenant.mint(omit=("idtyp",))
+    _, payload, _ = segments(user)
+    assert payload["oid"] != payload["sub"] and harness.validate(user).kind == USER
+    # A user token whose oid equals its sub is still a user's while it carries a scope.
+    assert harness.validate(tenant.mint(claims={"sub": payload["oid"]}, omit=("idtyp",))).kind == USER
+
+
 @pytest.mark.parametrize("marker", [{"_claim_names": {"groups": "src1"}, "_claim_sources": {"src1": {}}}, {"hasgroups": True}])
 def test_groups_overage_is_distinct_from_no_groups(tenant, harness, marker):
     overage = harness.validate(tenant.mint(claims=marker, omit=("groups",)))
@@ -217,7 +250,7 @@ def test_signing_key_issuer_must_match(tenant, harness):
             return jwk if kid_ == kid else None
 
     harness.validator._keys_by_version["2.0"] = Keys()
-    harness.refuse(tenant.mint(), "another issuer")
+    assert harness.refuse(tenant.mint()).detail == "signing key belongs to another issuer"
 
 
 # --- header: algorithms and key sources --------------------------------------------------
@@ -395,3 +428,31 @@ def test_last_known_good_keys_survive_a_failed_refresh(tenant, mode):
         assert any("keeping last-known-good" in line for line in harness.logs)
     finally:
         tenant.set_mode("ok")
+
+
+def test_identity_carries_the_times_the_token_cache_rechecks_and_its_issuer_audience_and_version():
+    """The cache (token_cache.py) re-checks exp and the later of nbf and iat on every hit, from
+    the Identity: they must be the token's own, and never invented for a claim that is absent
+    or not a number."""
+    from entragate.claims import identity_from_claims
+
+    full = identity_from_claims({"exp": 2000.5, "nbf": 1000, "iat": 1500, "iss": "https://i", "aud": "api://a",
+                                 "ver": "1.0"})
+    assert (full.expires_at, full.not_before, full.issuer, full.audience, full.version) == (
+        2000.5, 1500, "https://i", "api://a", "1.0")
+    assert identity_from_claims({"nbf": 1600, "iat": 1500}).not_before == 1600
+    bare = identity_from_claims({"aud": ["api://a"], "exp": True, "iat": True})
+    assert (bare.expires_at, bare.not_before, bare.issuer, bare.audience, bare.version) == (0, 0, "", "", "")
+
+
+@pytest.mark.parametrize("claims,username", [
+    ({"preferred_username": "p@x", "upn": "u@x", "unique_name": "n@x"}, "p@x"),
+    ({"upn": "u@x", "unique_name": "n@x"}, "u@x"),  # v1: upn first
+    ({"upn": "u@x"}, "u@x"),
+    ({"unique_name": "n@x"}, "n@x"),
+    ({}, None),
+])
+def test_username_is_preferred_username_else_upn_else_unique_name(claims, username):
+    from entragate.claims import identity_from_claims
+
+    assert identity_from_claims(claims).username == username

@@ -231,3 +231,21 @@ def test_referenced_groups_walks_nested_conditions():
 def test_fast_path_encodes_exactly_like_quote(value):
     assert header_value(value) == quote(value, safe=_SAFE)
     assert header_list([value, value]) == ",".join([quote(value, safe=_SAFE_IN_LIST)] * 2)
+
+
+def test_identity_headers_are_exactly_these_names_and_values():
+    headers = identity_headers(IDENTITY, ["g1", "g,2"], "x-entragate-")
+    assert headers == [
+        ("x-entragate-user-oid", "o-1"), ("x-entragate-tenant-id", "t-1"), ("x-entragate-subject", "s-1"),
+        ("x-entragate-name", "Zo%C3%AB%0D%0AX-Injected: 1"), ("x-entragate-username", "zoe@example.com"),
+        ("x-entragate-client-id", "c-1"), ("x-entragate-token-kind", APP), ("x-entragate-auth-method", "bearer"),
+        ("x-entragate-groups-overage", "true"),
+        ("x-entragate-scopes", "s1 s2"), ("x-entragate-groups", "g1,g%2C2"), ("x-entragate-roles", "A%2CB,C"),
+    ]
+    plain = Identity(oid="o", tid=None, sub=None, name=None, username=None, groups=(), groups_overage=False, roles=(),
+                     scopes=(), client_id=None, kind=APP, version="2.0", issuer="", audience="", expires_at=0)
+    assert identity_headers(plain, [], "p-") == [("p-user-oid", "o"), ("p-token-kind", APP), ("p-auth-method", "bearer")]  # nothing empty, no overage
+
+
+def test_a_policy_without_routes_refers_to_no_group():
+    assert referenced_groups({}) == frozenset()

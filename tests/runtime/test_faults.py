@@ -268,14 +268,15 @@ def test_origin_faults_do_not_bypass_authorization(faulty, origin):
 
 # --- bursts of unknown kids --------------------------------------------------------------------
 
-# Long enough for two bursts of 100 requests on a busy 2-core machine (~2.5 s each): the
-# "within the cooldown" checks must not run past it. The tests wait for its end from the
-# fetch the mock saw, not for a fixed time.
+# The cooldown in workerd's own clock, so these tests wait in real seconds. The logic is proved
+# deterministically on the injected clock (tests/host/test_keys.py: the same burst and rotation
+# through the gateway); here it is shown end to end, with margins no load can break: the cooldown
+# is long beside a burst (a burst of 100 requests takes well under a second on an idle 2-core
+# machine), the assertions are on the spacing of the fetches the tenant saw (at least half a
+# cooldown apart: a fetch may reach the tenant late, never early, and without a cooldown they
+# come milliseconds apart), never on how much wall-clock time a burst took, and every wait for
+# a cooldown to end is measured from the last fetch the tenant saw, plus a second.
 COOLDOWN = 10
-
-
-def wait_out_the_cooldown(tenant):
-    time.sleep(max(0.0, COOLDOWN + 0.3 - tenant.seconds_since("discovery")))
 
 
 @pytest.fixture(scope="module")
@@ -289,22 +290,38 @@ def burst(stack, tokens):
         return list(pool.map(lambda token: stack.request("GET", "/api/items", token=token)[0], tokens))
 
 
+def fetches_are_a_cooldown_apart(tenant) -> list[float]:
+    """The tenant's key fetches so far, each at least half a cooldown after the one before."""
+    times = tenant.hit_times("jwks")
+    gaps = [later - earlier for earlier, later in zip(times, times[1:])]
+    assert all(gap >= COOLDOWN / 2 for gap in gaps), gaps
+    return times
+
+
+def wait_out_the_cooldown(tenant) -> None:
+    last = tenant.hit_times("jwks")[-1]
+    time.sleep(max(0.0, last + COOLDOWN + 1 - time.monotonic()))
+
+
 @runtime
 def test_a_burst_of_unknown_kids_costs_at_most_one_fetch_per_cooldown(bursty):
     tenant = bursty.tenant
-    # Cold isolate: 100 requests at once, each with its own unknown kid, share one fetch.
+    # Cold isolate: 100 requests at once, each with its own unknown kid, share one fetch (two
+    # only if the burst outlasted a cooldown, which the spacing check would show).
     statuses = burst(bursty, [tenant.mint(headers={"kid": f"cold-{i}"}) for i in range(100)])
     assert statuses == [401] * 100
-    assert (tenant.hits("discovery"), tenant.hits("jwks")) == (1, 1)
+    cold = fetches_are_a_cooldown_apart(tenant)
+    assert len(cold) >= 1 and tenant.hits("discovery") == len(cold)
     # Within the cooldown: another 100 unknown kids cost nothing, valid tokens still pass.
     statuses = burst(bursty, [tenant.mint(headers={"kid": f"warm-{i}"}) for i in range(99)] + [tenant.mint()])
     assert statuses == [401] * 99 + [200]
-    assert (tenant.hits("discovery"), tenant.hits("jwks")) == (1, 1)
-    # After the cooldown: one more fetch for the next 100, however they interleave.
+    fetches_are_a_cooldown_apart(tenant)
+    # After the cooldown: a fetch again for the next 100, however they interleave.
     wait_out_the_cooldown(tenant)
+    before = len(tenant.hit_times("jwks"))
     statuses = burst(bursty, [tenant.mint(headers={"kid": f"later-{i}"}) for i in range(100)])
     assert statuses == [401] * 100
-    assert (tenant.hits("discovery"), tenant.hits("jwks")) == (2, 2)
+    assert len(fetches_are_a_cooldown_apart(tenant)) > before
 
 
 @runtime
@@ -313,14 +330,17 @@ def test_a_rotated_key_is_picked_up_after_the_cooldown_not_before(bursty):
     wait_out_the_cooldown(tenant)
     old = tenant.signing_kid
     assert bursty.request("GET", "/api/items", token=tenant.mint(headers={"kid": "probe"}))[0] == 401  # starts a cooldown
+    fetched = len(fetches_are_a_cooldown_apart(tenant))
     new = tenant.rotate()
     try:
-        fetched = tenant.hits("jwks")
-        assert bursty.request("GET", "/api/items", token=tenant.mint())[0] == 401  # within the cooldown
-        assert tenant.hits("jwks") == fetched
+        # Signed with a key published after the last fetch: refused until a fetch brings it,
+        # and no fetch comes within the cooldown (the spacing check).
+        status = bursty.request("GET", "/api/items", token=tenant.mint())[0]
+        refetched = len(fetches_are_a_cooldown_apart(tenant)) > fetched
+        assert status == (200 if refetched else 401)
         wait_out_the_cooldown(tenant)
         assert bursty.request("GET", "/api/items", token=tenant.mint())[0] == 200
-        assert tenant.hits("jwks") == fetched + 1
+        assert len(fetches_are_a_cooldown_apart(tenant)) > fetched
     finally:
         tenant._signing_kid = old
         tenant.retire(new)
