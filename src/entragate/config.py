@@ -46,6 +46,11 @@ GUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12
 # at most a week: Entra's own sign-in sessions are re-evaluated at least that often.
 DEFAULT_SESSION_LIFETIME_SECONDS = 8 * 3600
 MAX_SESSION_LIFETIME_SECONDS = 7 * 24 * 3600
+# Groups overage resolved through Microsoft Graph (graph.py): each user's answer is reused this
+# long (Entra's own group claims are as old as the token, up to 60-90 minutes).
+DEFAULT_GRAPH_URL = "https://graph.microsoft.com"
+DEFAULT_GRAPH_CACHE_SECONDS = 300
+DEFAULT_GRAPH_TIMEOUT_SECONDS = 3.0
 
 
 class ConfigError(ValueError):
@@ -68,6 +73,15 @@ class SessionSettings:
 
     keys: tuple[SessionKey, ...]
     lifetime: int
+
+
+@dataclass(frozen=True, slots=True)
+class GraphSettings:
+    """Groups overage resolved through Microsoft Graph (graph.py), as the gateway's own app."""
+
+    url: str  # scheme://host[:port] of Microsoft Graph (national clouds have their own)
+    cache_seconds: int
+    timeout: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +112,7 @@ class Config:
     client: ClientSettings | None = None
     sessions: SessionSettings | None = None
     branding: Branding = Branding()
+    graph: GraphSettings | None = None
 
     @property
     def multi_tenant(self) -> bool:
@@ -145,6 +160,7 @@ class Config:
         except AssertionKeyError as error:
             raise ConfigError(str(error)) from None
 
+        client = _client_settings(reader)
         return cls(
             origin_url=reader.url("ORIGIN_URL"),
             tenant=tenant,
@@ -170,9 +186,10 @@ class Config:
             audit_allow_sample_rate=reader.fraction("AUDIT_ALLOW_SAMPLE_RATE", 1.0),
             token_cache_seconds=reader.integer("TOKEN_CACHE_SECONDS", DEFAULT_TOKEN_CACHE_SECONDS, 0, 3600),
             **reader.header_names("STRIP_HEADERS"),
-            client=_client_settings(reader),
+            client=client,
             sessions=_session_settings(reader),
             branding=_branding(reader),
+            graph=_graph_settings(reader, client),
         )
 
 
@@ -195,6 +212,31 @@ def _client_settings(reader: "_Reader") -> ClientSettings | None:
     except CredentialError as error:
         raise ConfigError(str(error)) from None
     return ClientSettings(client_id, certificate, secret)
+
+
+GRAPH_VARIABLES = ("GRAPH_URL", "GRAPH_CACHE_SECONDS", "GRAPH_TIMEOUT_MS")
+
+
+def _graph_settings(reader: "_Reader", client: ClientSettings | None) -> GraphSettings | None:
+    """None unless GRAPH_GROUPS = true; its other variables alone are refused, since whoever
+    set them expects a lookup that would not happen."""
+    if not reader.boolean("GRAPH_GROUPS", False):
+        stray = [name for name in GRAPH_VARIABLES if reader.present(name)]
+        if stray:
+            raise ConfigError(f"{stray[0]} is set but GRAPH_GROUPS is not true")
+        return None
+    if client is None:
+        raise ConfigError("GRAPH_GROUPS = true needs the gateway's own app registration: set ENTRA_CLIENT_ID and "
+                          "ENTRA_CLIENT_CERTIFICATE (or ENTRA_CLIENT_SECRET)")
+    # The app token goes here: over plain http anyone on the path could take it.
+    url = reader.url("GRAPH_URL", DEFAULT_GRAPH_URL, https=True).rstrip("/")
+    if urlsplit(url).path:
+        raise ConfigError("GRAPH_URL must be Microsoft Graph's origin only (e.g. https://graph.microsoft.us), no path")
+    return GraphSettings(
+        url=url,
+        cache_seconds=reader.integer("GRAPH_CACHE_SECONDS", DEFAULT_GRAPH_CACHE_SECONDS, 60, 86400),
+        timeout=reader.integer("GRAPH_TIMEOUT_MS", int(DEFAULT_GRAPH_TIMEOUT_SECONDS * 1000), 100, 30000) / 1000,
+    )
 
 
 def _session_settings(reader: "_Reader") -> SessionSettings | None:
