@@ -115,6 +115,12 @@ def policy_digest(groups) -> str:
     return hashlib.sha256("\n".join(sorted(groups)).encode()).hexdigest()[:32]
 
 
+def asked_groups(policy_groups) -> tuple:
+    """What Graph is asked about: the policy's groups, sorted. Only GUIDs can name Entra groups;
+    anything else would make Graph refuse the whole call (and can never be a member)."""
+    return tuple(sorted(group for group in policy_groups if GUID.match(group)))
+
+
 def with_resolved_groups(identity: Identity, member_of) -> Identity:
     """`identity` as Graph described it: its groups are the policy's groups it is a member of,
     and nothing is unknown any more (the forwarded groups are complete for the policy's groups,
@@ -199,8 +205,7 @@ class GraphGroups:
         self._graph_url = graph_url.rstrip("/")
         self._scope = self._graph_url + "/.default"
         self._authority = authority.rstrip("/")
-        # Only GUIDs can name Entra groups: anything else would make Graph refuse the whole call.
-        self._ask = tuple(sorted(group for group in policy_groups if GUID.match(group)))
+        self._ask = asked_groups(policy_groups)
         self.digest = policy_digest(self._ask)
         self._tokens = tokens
         self._http = http

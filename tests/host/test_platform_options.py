@@ -19,6 +19,7 @@ driven once, and every dictionary it hands to a JS API is checked against the Wo
 
 import asyncio
 import importlib
+import json
 import sys
 import types
 
@@ -199,3 +200,51 @@ def test_webcrypto_calls_use_only_members_workerd_reads(platform):
     assert verify_algorithm == "RSASSA-PKCS1-v1_5"
     [(sign_algorithm, *_)] = recorder.of("sign")
     assert sign_algorithm == {"name": "ECDSA", "hash": "SHA-256"}
+
+
+class FakeStream:
+    """A response body stream: one chunk, then done (what read_capped reads)."""
+
+    def __init__(self, data: bytes):
+        self._chunks = [data]
+
+    def getReader(self):
+        chunks = self._chunks
+
+        class Reader:
+            async def read(self):
+                if chunks:
+                    return types.SimpleNamespace(done=False, value=types.SimpleNamespace(to_bytes=lambda: chunks.pop()))
+                return types.SimpleNamespace(done=True, value=None)
+
+            async def cancel(self):
+                chunks.clear()
+
+        return Reader()
+
+
+def test_graph_calls_use_only_workers_options_and_hand_back_retry_after(platform):
+    """post_json (Microsoft Graph, graph.py): a JSON POST with the app token, never following a
+    redirect, the timeout as an AbortSignal; the answer's Retry-After is handed back."""
+    module, recorder, answer = platform
+    response = FakeResponse(429, "", {"retry-after": "17"})
+    response.body = FakeStream(b'{"error": {"code": "TooManyRequests"}}')
+    answer["response"] = response
+    status, document, retry_after = asyncio.run(module.WorkersHttp().post_json(
+        "https://graph.example/v1.0/users/u/checkMemberGroups", {"groupIds": ["g"]}, {"authorization": "Bearer t"}, 2.5))
+    assert (status, document, retry_after) == (429, {"error": {"code": "TooManyRequests"}}, "17")
+    [(url, init)] = recorder.of("fetch")
+    assert url == "https://graph.example/v1.0/users/u/checkMemberGroups"
+    assert_request_init(init)
+    assert init["redirect"] == "manual" and init["signal"] == ("signal", 2500) and init["method"] == "POST"
+    assert init["headers"]["authorization"] == "Bearer t" and init["headers"]["content-type"] == "application/json"
+    assert json.loads(init["body"]) == {"groupIds": ["g"]}
+
+
+def test_a_graph_answer_over_the_size_cap_is_a_failure(platform):
+    module, _, answer = platform
+    response = FakeResponse(200, "")
+    response.body = FakeStream(b"x" * (module.MAX_DOCUMENT_BYTES + 1))
+    answer["response"] = response
+    with pytest.raises(module.HttpFailure, match="too large"):
+        asyncio.run(module.WorkersHttp().post_json("https://graph.example/x", {}, {}, 1.0))
