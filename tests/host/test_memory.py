@@ -254,3 +254,26 @@ def test_key_set_entries_are_bounded_in_size():
     ]
     keys = _parse_jwks({"keys": [*oversized, ok, {**ok, "kid": "max", "n": "n" * MAX_MODULUS_CHARS}]})
     assert sorted(keys) == ["k", "max"]
+
+
+def test_graph_answer_estimate_covers_what_an_answer_holds():
+    """graph.py's per-user answers: the answer, its key, the identity it was applied to and the
+    resolved copy (which shares that identity's strings); the policy's group strings are shared."""
+    from dataclasses import replace
+
+    from entragate.graph import MAX_ANSWER_BYTES, _Answer
+
+    policy_groups = tuple(f"{g:08x}-1111-4111-8111-111111111111" for g in range(3))
+    answers = BoundedMap(100_000, 10**12)
+
+    def make(n):
+        who = replace(identity(n, groups=0), groups_overage=True)
+        entry = _Answer(policy_groups[:2], NOW, NOW + 300, who)
+        entry.applied(who)
+        answers.put((who.tid, who.oid), entry)
+        return entry
+
+    made, real = allocated(make, 2000)
+    estimate = answers.bytes / len(made)
+    assert real <= estimate <= 1.6 * real, (real, estimate)
+    assert MAX_ANSWER_BYTES // int(estimate) >= 1800  # the README's ~1,900 ordinary users
