@@ -16,6 +16,7 @@ from entragate.gateway import IDENTITY_PARTS_MAX_BYTES, Forward, IdentityPart, I
 from entragate.identity import USER, Identity, estimated_bytes
 from entragate.keys import MAX_ISSUER_CHARS, MAX_KID_LENGTH, MAX_MODULUS_CHARS, _parse_jwks
 from entragate.token_cache import DEFAULT_MAX_BYTES, DEFAULT_MAX_ENTRIES, ENTRY_OVERHEAD_BYTES, CachingValidator
+from entragate import token_cache as token_cache_module
 
 NOW = time.time()
 
@@ -161,12 +162,15 @@ def test_real_memory_of_the_token_cache_stays_within_its_budget_with_200_group_t
     inner = Inner()
     c = cache(inner)
     gc.collect()
-    tracemalloc.start()
-    before = tracemalloc.get_traced_memory()[0]
+    # Only what is allocated on the cache's behalf (under CachingValidator.validate): a one-off
+    # interpreter-wide allocation may land in the window too (the interned-strings table grows
+    # by ~2 MB at a threshold that depends on how many tests ran before), and is no cache's.
+    tracemalloc.start(12)
     for n in range(1500):
         validate(c, n)
     gc.collect()
-    held = tracemalloc.get_traced_memory()[0] - before
+    on_behalf = tracemalloc.Filter(True, token_cache_module.__file__, all_frames=True)
+    held = sum(trace.size for trace in tracemalloc.take_snapshot().filter_traces([on_behalf]).traces)
     tracemalloc.stop()
     assert 400 <= len(c) <= 700  # not 1500, and not 4096 (~120 MB of such tokens)
     assert c._entries.bytes <= DEFAULT_MAX_BYTES
@@ -254,26 +258,3 @@ def test_key_set_entries_are_bounded_in_size():
     ]
     keys = _parse_jwks({"keys": [*oversized, ok, {**ok, "kid": "max", "n": "n" * MAX_MODULUS_CHARS}]})
     assert sorted(keys) == ["k", "max"]
-
-
-def test_graph_answer_estimate_covers_what_an_answer_holds():
-    """graph.py's per-user answers: the answer, its key, the identity it was applied to and the
-    resolved copy (which shares that identity's strings); the policy's group strings are shared."""
-    from dataclasses import replace
-
-    from entragate.graph import MAX_ANSWER_BYTES, _Answer
-
-    policy_groups = tuple(f"{g:08x}-1111-4111-8111-111111111111" for g in range(3))
-    answers = BoundedMap(100_000, 10**12)
-
-    def make(n):
-        who = replace(identity(n, groups=0), groups_overage=True)
-        entry = _Answer(policy_groups[:2], NOW, NOW + 300, who)
-        entry.applied(who)
-        answers.put((who.tid, who.oid), entry)
-        return entry
-
-    made, real = allocated(make, 2000)
-    estimate = answers.bytes / len(made)
-    assert real <= estimate <= 1.6 * real, (real, estimate)
-    assert MAX_ANSWER_BYTES // int(estimate) >= 1800  # the README's ~1,900 ordinary users
