@@ -32,7 +32,6 @@ Never logged: the app token, the client credential, the user's groups.
 """
 
 import asyncio
-import email.utils
 import hashlib
 import json
 import math
@@ -137,6 +136,10 @@ def retry_after_seconds(value: str | None, now: float, default: int) -> int:
         if value.isdigit():
             seconds = int(value)
         else:
+            # Graph sends seconds; an HTTP date is rare, and `email` is too heavy to import with
+            # the Worker (tests/runtime/test_edge_imports.py).
+            import email.utils
+
             try:
                 seconds = math.ceil(email.utils.parsedate_to_datetime(value).timestamp() - now)
             except (TypeError, ValueError, IndexError, OverflowError):
