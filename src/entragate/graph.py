@@ -9,8 +9,9 @@ is a member of **the groups the policy names** (transitive membership):
     POST {GRAPH_URL}/v1.0/users/{oid}/checkMemberGroups   {"groupIds": [at most 20 ids]}
     -> 200 {"value": [the ids asked for that the user is a member of]}
 
-and decides again on that answer. Only those groups are ever asked for and stored, so an
-answer is small and exact, whatever the user's other hundreds of groups.
+and decides again on that answer (more than 20 groups: several calls, made at once, so a slow
+Graph costs one timeout). Only those groups are ever asked for and stored, so an answer is
+small and exact, whatever the user's other hundreds of groups.
 
 - Who: user identities only (app-only tokens keep `groups_overage`: asking Graph about a
   service principal needs more permissions), whose `oid` and `tid` are GUIDs and whose tenant
@@ -261,10 +262,17 @@ class GraphGroups:
             tenant = self._tenant(tid)
             self._check_blocked(tenant, tid)
             token = await self._app_token(tid, tenant, defer)
+            # The batches at once, so a slow Graph costs one timeout, not one per 20 groups.
+            batches = [self._ask[first:first + MAX_GROUP_IDS_PER_CALL]
+                       for first in range(0, len(self._ask), MAX_GROUP_IDS_PER_CALL)]
+            answers = await asyncio.gather(*(self._check(tid, oid, token, batch, tenant) for batch in batches),
+                                           return_exceptions=True)
             member_of = []
             try:
-                for first in range(0, len(self._ask), MAX_GROUP_IDS_PER_CALL):
-                    member_of += await self._check(tid, oid, token, self._ask[first:first + MAX_GROUP_IDS_PER_CALL], tenant)
+                for answer in answers:
+                    if isinstance(answer, BaseException):
+                        raise answer
+                    member_of += answer
             except _NotFound:
                 # Member of nothing; not kept: a user created a moment ago may not have reached
                 # every Graph replica yet.

@@ -163,6 +163,24 @@ def test_batches_of_at_most_twenty_group_ids():
     assert len(h.directory.token_calls) == 1  # one app token for all three calls
 
 
+def test_the_batches_are_asked_at_once_so_a_slow_graph_costs_one_wait():
+    groups = frozenset(f"{n:08x}-0000-4000-8000-000000000000" for n in range(45)) | {ADMINS}
+    h = Harness(groups=groups)
+
+    async def lookup():
+        h.directory.gate = asyncio.Event()
+        task = asyncio.ensure_future(h.graph.resolve(identity(), h.defer))
+        await asyncio.sleep(0.01)
+        in_flight = len(h.directory.graph_calls)  # before Graph answered any of them
+        h.directory.gate.set()
+        return in_flight, await task
+
+    in_flight, (resolved, _) = asyncio.run(lookup())
+    for coroutine in h.deferred:
+        coroutine.close()
+    assert in_flight == 3 and resolved.groups == (ADMINS,)
+
+
 def test_non_guid_group_names_are_never_sent():
     h = Harness(groups=frozenset({ADMINS, "not-a-guid"}))
     assert h.groups()[0] == (ADMINS,)
