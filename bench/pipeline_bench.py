@@ -38,7 +38,7 @@ class Store:
     async def get(self, key):
         return self.data.get(key)
 
-    async def put(self, key, value):
+    async def put(self, key, value, ttl=None):
         self.data[key] = value
 
 
@@ -242,6 +242,85 @@ async def cache_memory(setup, tokens, which="repeated_token"):
             "estimated_bytes": cache._entries.bytes + parts.bytes, "budget_bytes": DEFAULT_MAX_BYTES + IDENTITY_PARTS_MAX_BYTES}
 
 
+def _first_group(node):
+    if isinstance(node, list) and len(node) == 2:
+        if node[0] == "groups":
+            return node[1][0]
+        for child in node[1] if node[0] in ("any", "all") else [node[1]] if node[0] == "not" else []:
+            found = _first_group(child)
+            if found:
+                return found
+    return None
+
+
+class GraphStandIn:
+    """The token endpoint and Microsoft Graph for the overage scenario: asked once, at warm-up."""
+
+    def __init__(self, member_of):
+        self.member_of = member_of
+        self.calls = 0
+
+    async def get_json(self, url, timeout):
+        raise AssertionError(f"benchmark must not fetch {url}")
+
+    async def post_form(self, url, fields, timeout):
+        self.calls += 1
+        return 200, {"access_token": "bench-app-token", "expires_in": 3600}
+
+    async def post_json(self, url, document, headers, timeout):
+        self.calls += 1
+        return 200, {"value": [group for group in document["groupIds"] if group in self.member_of]}, None
+
+
+async def overage_scenarios(setup, repeat, batch=1, path="/admin/panel"):
+    """Groups overage resolved through Graph (graph.py), answered from the isolate's memory,
+    beside the same user with the group listed in the token, on a route that tests groups (the
+    project policy's admin route). Both tokens come from the verified-token cache (a stand-in
+    validator behind the real CachingValidator), so the difference is the overage path alone:
+    the overage decision, the answer lookup and the second decision."""
+    variables = dict(setup["vars"])
+    variables.pop("ASSERTION_SIGNING_KEY", None)
+    variables.update(ENTRA_CLIENT_ID="6d0e8a41-3c5b-4f2e-a9d7-1b2c3d4e5f60", ENTRA_CLIENT_SECRET="bench",
+                     GRAPH_GROUPS="true")
+    config = Config.from_env(variables.get)
+    policy_data = json.loads(setup["policy_json"])
+    policy = Policy.from_json(policy_data)
+    url = setup["gateway_url"] + path
+    group = _first_group(policy.match("GET", url.split("/")[2], path)._allow_json)
+    standin = GraphStandIn({group})
+    now = time.time()
+    store = Store({
+        f"entragate:jwks:v{STORE_FORMAT}:{discovery_url(config, version)}": json.dumps({
+            "format": STORE_FORMAT, "issuer": issuer, "jwks_uri": "", "fetched_at": now, "keys": setup["keys"],
+        })
+        for version, issuer in setup["issuers"].items()
+    })
+    verifier, _ = verifier_and_signer(None)
+    gateway = assemble(config, policy, http=standin, store=store, verifier=verifier, clock=time.time,
+                       log=lambda message: None, policy_groups=referenced_groups(policy_data))
+    await timed(gateway, [request(setup["gateway_url"] + "/api/warm", setup["repeated_token"])], "Forward")
+    identity = await gateway.validator._validator.validate(setup["repeated_token"], _close)
+    header = setup["repeated_token"].split(".")[0]
+    listed, overage = f"{header}.listed.x", f"{header}.overage.x"
+    identities = {listed: replace(identity, groups=identity.groups + (group,)),
+                  overage: replace(identity, groups=(), groups_overage=True)}
+
+    class StandInValidator:
+        async def validate_with_kid(self, token, defer):
+            return identities[token], setup["signing_kid"]
+
+    gateway.validator = CachingValidator(StandInValidator(), gateway.validator._keys_by_version, clock=time.time, skew=60)
+    await timed(gateway, [request(url, listed), request(url, overage)], "Forward")  # the one Graph lookup
+    calls = standin.calls
+    results = {
+        "groups in the token": summary(await timed(gateway, [request(url, listed)] * repeat, "Forward", batch)),
+        "overage, groups from memory": summary(await timed(gateway, [request(url, overage)] * repeat, "Forward", batch)),
+    }
+    if standin.calls != calls or calls != 2:  # one app token, one checkMemberGroups
+        raise AssertionError(f"expected one Graph lookup, saw {standin.calls} calls")
+    return results
+
+
 async def main(path=None, repeat=2000):
     with open(path or sys.argv[1]) as file:
         setup = json.load(file)
@@ -249,6 +328,7 @@ async def main(path=None, repeat=2000):
         "runtime": ("pyodide " if IN_PYODIDE else "cpython ") + sys.version.split()[0],
         "scenarios": await scenarios(setup, repeat),
         "fresh_breakdown": await fresh_breakdown(setup),
+        "overage": await overage_scenarios(setup, repeat),
     }
     if not IN_PYODIDE:  # tracemalloc is not available in Pyodide's build
         results["token_cache_memory"] = await cache_memory(setup, 100_000)

@@ -40,7 +40,8 @@ def build_gateway(env) -> Gateway:
         policy_groups=referenced_groups(POLICY_DATA),
         signer=signer,
         share=platform_io.share,
-        platform=platform_io.SignInPlatform() if POLICY.has_login_routes else None,
+        # Sign-in and Graph lookups (a certificate credential is signed with WebCrypto).
+        platform=platform_io.SignInPlatform() if POLICY.has_login_routes or config.graph else None,
     )
 
 

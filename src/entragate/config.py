@@ -46,6 +46,11 @@ GUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12
 # at most a week: Entra's own sign-in sessions are re-evaluated at least that often.
 DEFAULT_SESSION_LIFETIME_SECONDS = 8 * 3600
 MAX_SESSION_LIFETIME_SECONDS = 7 * 24 * 3600
+# Groups overage resolved through Microsoft Graph (graph.py): each user's answer is reused this
+# long (Entra's own group claims are as old as the token, up to 60-90 minutes).
+DEFAULT_GRAPH_URL = "https://graph.microsoft.com"
+DEFAULT_GRAPH_CACHE_SECONDS = 300
+DEFAULT_GRAPH_TIMEOUT_SECONDS = 3.0
 
 
 class ConfigError(ValueError):
@@ -72,6 +77,15 @@ class SessionSettings:
 
     keys: tuple[SessionKey, ...]
     lifetime: int
+
+
+@dataclass(frozen=True, slots=True)
+class GraphSettings:
+    """Groups overage resolved through Microsoft Graph (graph.py), as the gateway's own app."""
+
+    url: str  # scheme://host[:port] of Microsoft Graph (national clouds have their own)
+    cache_seconds: int
+    timeout: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +116,7 @@ class Config:
     client: ClientSettings | None = None
     sessions: SessionSettings | None = None
     branding: Branding = Branding()
+    graph: GraphSettings | None = None
 
     @property
     def multi_tenant(self) -> bool:
@@ -124,6 +139,7 @@ class Config:
         versions = field(lambda: _versions(reader), DEFAULT_TOKEN_VERSIONS)
         audiences = field(lambda: _audiences(reader, versions), frozenset())
         signing = field(lambda: _signing_key(reader), (None, None))
+        client = field(lambda: _client_settings(reader))
         config = cls(
             origin_url=field(lambda: reader.url("ORIGIN_URL"), ""),
             tenant=tenant,
@@ -152,9 +168,10 @@ class Config:
             audit_allow_sample_rate=field(lambda: reader.fraction("AUDIT_ALLOW_SAMPLE_RATE", 1.0), 1.0),
             token_cache_seconds=field(lambda: reader.integer("TOKEN_CACHE_SECONDS", DEFAULT_TOKEN_CACHE_SECONDS, 0, 3600), 0),
             **field(lambda: reader.header_names("STRIP_HEADERS"), {}),
-            client=field(lambda: _client_settings(reader)),
+            client=client,
             sessions=field(lambda: _session_settings(reader)),
             branding=field(lambda: _branding(reader), Branding()),
+            graph=field(lambda: _graph_settings(reader, client)),
         )
         if reader.problems:
             raise ConfigError(reader.problems)
@@ -257,6 +274,30 @@ def _client_settings(reader: "_Reader") -> ClientSettings | None:
     return ClientSettings(client_id, certificate, secret)
 
 
+GRAPH_VARIABLES = ("GRAPH_URL", "GRAPH_CACHE_SECONDS", "GRAPH_TIMEOUT_MS")
+
+
+def _graph_settings(reader: "_Reader", client: ClientSettings | None) -> GraphSettings | None:
+    """None unless GRAPH_GROUPS = true; its other variables alone are refused, since whoever
+    set them expects a lookup that would not happen."""
+    if not reader.boolean("GRAPH_GROUPS", False):
+        stray = [name for name in GRAPH_VARIABLES if reader.present(name)]
+        if stray:
+            raise ConfigError(f"{stray[0]} is set but GRAPH_GROUPS is not true")
+        return None
+    if client is None:
+        raise ConfigError("GRAPH_GROUPS = true needs the gateway's own app registration: set ENTRA_CLIENT_ID and "
+                          "ENTRA_CLIENT_CERTIFICATE (or ENTRA_CLIENT_SECRET)")
+    # The app token goes here: over plain http anyone on the path could take it.
+    # Graph's origin alone (e.g. https://graph.microsoft.us), in the spelling the runtime prints.
+    url = reader.authority("GRAPH_URL", DEFAULT_GRAPH_URL)
+    return GraphSettings(
+        url=url,
+        cache_seconds=reader.integer("GRAPH_CACHE_SECONDS", DEFAULT_GRAPH_CACHE_SECONDS, 60, 86400),
+        timeout=reader.integer("GRAPH_TIMEOUT_MS", int(DEFAULT_GRAPH_TIMEOUT_SECONDS * 1000), 100, 30000) / 1000,
+    )
+
+
 def _session_settings(reader: "_Reader") -> SessionSettings | None:
     if not reader.present("SESSION_KEYS"):
         return None
@@ -354,7 +395,7 @@ class _Reader:
         except ValueError as error:
             path = value.partition("://")[2].partition("/")[2].strip("/")
             hint = ""
-            if path and (GUID.match(path.split("/")[0].lower()) or path.split("/")[0] in MULTI_TENANT_AUTHORITIES
+            if name == "ENTRA_AUTHORITY" and path and (GUID.match(path.split("/")[0].lower()) or path.split("/")[0] in MULTI_TENANT_AUTHORITIES
                          or "." in path.split("/")[0]):
                 hint = (f" (it looks like an MSAL authority with the tenant in its path: set {name} to the host"
                         " alone, e.g. https://login.microsoftonline.com, and the tenant in ENTRA_TENANT_ID)")

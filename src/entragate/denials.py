@@ -38,6 +38,8 @@ _MESSAGES = {
     "origin_unreachable": "The service behind the gateway could not be reached.",
     "origin_timeout": "The service behind the gateway did not answer in time.",
     "gateway_misconfigured": "The gateway is misconfigured.",
+    "groups_unavailable": "Group membership cannot be checked right now; try again shortly.",
+    "graph_not_consented": "The organisation has not allowed the gateway to check group membership.",
 }
 
 
@@ -52,6 +54,8 @@ class Answer:
     identity: Identity | None = None
     # gRPC answers are HTTP 200; the audit line carries the gRPC status that was refused with.
     grpc_status: int | None = None
+    # Where the groups that decided came from (graph.py: token | graph | cache), for the audit line.
+    groups_source: str | None = None
 
 
 def client_kind(accept: str | None, content_type: str | None) -> str:
@@ -76,12 +80,16 @@ def _challenge(error: GatewayError) -> str | None:
 
 
 def deny(status: int, code: str, detail: str, request_id: str, kind: str = JSON, challenge: str | None = None,
-         *, rule: str | None = None, identity: Identity | None = None) -> Answer:
-    """`rule` / `identity`: for the audit line (passed in rather than added with
-    dataclasses.replace, which costs more than building the answer)."""
+         *, rule: str | None = None, identity: Identity | None = None, retry_after: int | None = None,
+         groups_source: str | None = None) -> Answer:
+    """`rule` / `identity` / `groups_source`: for the audit line (passed in rather than added
+    with dataclasses.replace, which costs more than building the answer). `retry_after`:
+    seconds, for a transient refusal (RFC 9110 Retry-After)."""
     headers = [("cache-control", "no-store"), ("x-request-id", request_id)]
     if challenge:
         headers.append(("www-authenticate", challenge))
+    if retry_after is not None:
+        headers.append(("retry-after", str(retry_after)))
     message = _MESSAGES.get(code, "The request is not allowed." if status == 403 else detail)
     if kind == GRPC:
         grpc_message = quote(f"{message} ({code}, request {request_id})", safe=" ")
@@ -91,16 +99,18 @@ def deny(status: int, code: str, detail: str, request_id: str, kind: str = JSON,
             ("grpc-status", str(grpc_status)),
             ("grpc-message", grpc_message),
         ]
-        return Answer(200, code, tuple(headers), None, rule, identity, grpc_status)  # trailers-only: no body
+        return Answer(200, code, tuple(headers), None, rule, identity, grpc_status, groups_source)  # trailers-only
     title = _TITLES.get(status, "Error")
     if kind == HTML:
         page = _page(status, title, code, message, detail, request_id, rule, identity)
-        return Answer(status, code, tuple(headers + [("content-type", "text/html; charset=utf-8")]), page, rule, identity)
+        return Answer(status, code, tuple(headers + [("content-type", "text/html; charset=utf-8")]), page, rule, identity,
+                      groups_source=groups_source)
     body = json.dumps({
         "type": "about:blank", "title": title, "status": status,
         "error": code, "detail": detail, "request_id": request_id,
     })
-    return Answer(status, code, tuple(headers + [("content-type", "application/problem+json")]), body, rule, identity)
+    return Answer(status, code, tuple(headers + [("content-type", "application/problem+json")]), body, rule, identity,
+                  groups_source=groups_source)
 
 
 # What a person is told about a refusal, in their terms (the reason code is shown beside it).
@@ -108,6 +118,9 @@ _PAGE_MESSAGES = {
     "condition_not_met": "Your account does not have access to this page.",
     "denied_by_rule": "Your account is not allowed to open this page.",
     "groups_overage": "Your account is in more groups than the sign-in could list, so access could not be decided.",
+    "groups_unavailable": "Your group memberships could not be checked just now. Please try again in a minute.",
+    "graph_not_consented": "Your organisation has not allowed this gateway to check group memberships. "
+                           "An administrator of your organisation has to grant it consent.",
     "insufficient_scope": "The sign-in does not grant the permission this page needs.",
     "no_route": "There is nothing here for this request.",
     "method_not_allowed": "This kind of request is not allowed here.",
@@ -135,8 +148,10 @@ def _page(status, title, code, message, detail, request_id, rule, identity) -> s
                         actions=actions, details=details)
 
 
-def from_error(error: GatewayError, request_id: str, kind: str = JSON, *, rule: str | None = None) -> Answer:
-    return deny(error.status, error.code, error.detail, request_id, kind, _challenge(error), rule=rule)
+def from_error(error: GatewayError, request_id: str, kind: str = JSON, *, rule: str | None = None,
+               identity: Identity | None = None, groups_source: str | None = None) -> Answer:
+    return deny(error.status, error.code, error.detail, request_id, kind, _challenge(error), rule=rule, identity=identity,
+                retry_after=getattr(error, "retry_after", None), groups_source=groups_source)
 
 
 def insufficient_scope_challenge() -> str:

@@ -25,6 +25,7 @@ from .denials import HTML, Answer, client_kind, deny, from_error, insufficient_s
 from .entra import EntraUnavailable, TokenEndpoint
 from .errors import GatewayError, KeysUnavailable, MissingCredential
 from .flights import share_locally
+from .graph import FROM_GRAPH, FROM_TOKEN, GraphGroups, GraphNotConsented, GroupsUnavailable, graph_groups
 from .identity import Identity, estimated_bytes
 from .id_tokens import IdTokenValidator
 from .keys import IssuerKeys
@@ -70,6 +71,7 @@ class Forward:
     identity: Identity | None  # None on public routes
     rule: str
     reason: str
+    groups_source: str | None = None  # token | graph | cache, when the route's rule tests groups
 
 
 # Answers about the gateway itself, not decisions about a request: not audited.
@@ -127,9 +129,11 @@ class IdentityPart:
 class Gateway:
     def __init__(self, config: Config, validator: TokenValidator, policy: Policy, *, keys: dict,
                  policy_groups: frozenset[str], signer=None, clock, log=print, sample=random.random,
-                 signin: SignIn | None = None):
+                 signin: SignIn | None = None, graph: GraphGroups | None = None):
         self.config = config
         self.signin = signin
+        # Groups overage resolved through Microsoft Graph (graph.py); None: refused as overage.
+        self.graph = graph
         self.validator = validator
         self.policy = policy
         self.keys = keys
@@ -199,10 +203,20 @@ class Gateway:
             token = extract_bearer(request.authorization)
             identity = await self.validator.validate(token, defer)
         decision = route.evaluate(identity)
+        groups_source = FROM_TOKEN if route.uses_groups else None
+        # Only a decision that hangs on groups the token could not list costs a lookup.
+        if decision.reason == "groups_overage" and self.graph is not None:
+            try:
+                resolved = await self.graph.resolve(identity, defer)
+            except (GroupsUnavailable, GraphNotConsented) as error:
+                return _refusal(request, error, rule=route.name, identity=identity, groups_source=FROM_GRAPH)
+            if resolved is not None:
+                identity, groups_source = resolved
+                decision = route.evaluate(identity)
         if not decision.allowed:
             challenge = insufficient_scope_challenge() if decision.reason == "insufficient_scope" else None
             return _refuse(request, 403, decision.reason, "not allowed by policy", challenge, rule=route.name,
-                           identity=identity)
+                           identity=identity, groups_source=groups_source)
         if unforwardable := _unforwardable_body(request, method, route.name, identity):
             return unforwardable
 
@@ -219,7 +233,7 @@ class Gateway:
             )
             assertion = await sign_assertion(self.signer, self.config.assertion_public_jwk["kid"], claims)
             add.append((self.config.header_prefix + "assertion", assertion))
-        return Forward(origin + path_and_query, strip, tuple(add), identity, route.name, decision.reason)
+        return Forward(origin + path_and_query, strip, tuple(add), identity, route.name, decision.reason, groups_source)
 
     async def _begin_signin(self, request, return_path: str, rule: str | None, defer) -> Answer:
         status, headers, body = await self.signin.begin(request, request_origin(request.url), return_path, defer)
@@ -323,14 +337,16 @@ def decision_audit_line(request: IncomingRequest, result: Forward | Answer, stat
         path=path_and_query.partition("?")[0], rule=result.rule, decision=decision,
         reason=answer.code if answer else result.reason, status=status, identity=result.identity,
         latency_ms=latency_ms, grpc_status=answer.grpc_status if answer else None,
+        groups_source=result.groups_source,
     )
 
 
 # The client's kind (JSON, HTML, gRPC) is read only when refusing: most requests are not refused.
 def _refuse(request: IncomingRequest, status: int, code: str, detail: str, challenge: str | None = None, *,
-            rule: str | None = None, identity: Identity | None = None) -> Answer:
+            rule: str | None = None, identity: Identity | None = None, groups_source: str | None = None) -> Answer:
     kind = client_kind(request.accept, request.content_type)
-    return deny(status, code, detail, request.request_id, kind, challenge, rule=rule, identity=identity)
+    return deny(status, code, detail, request.request_id, kind, challenge, rule=rule, identity=identity,
+                groups_source=groups_source)
 
 
 def _unforwardable_body(request: IncomingRequest, method: str, rule: str, identity: Identity | None = None):
@@ -341,8 +357,10 @@ def _unforwardable_body(request: IncomingRequest, method: str, rule: str, identi
     return None
 
 
-def _refusal(request: IncomingRequest, error: GatewayError, *, rule: str | None = None) -> Answer:
-    return from_error(error, request.request_id, client_kind(request.accept, request.content_type), rule=rule)
+def _refusal(request: IncomingRequest, error: GatewayError, *, rule: str | None = None,
+             identity: Identity | None = None, groups_source: str | None = None) -> Answer:
+    return from_error(error, request.request_id, client_kind(request.accept, request.content_type), rule=rule,
+                      identity=identity, groups_source=groups_source)
 
 
 def origin_failure(request: IncomingRequest, timed_out: bool) -> Answer:
@@ -412,8 +430,23 @@ def assemble(config: Config, policy: Policy, *, http, store, verifier, clock, lo
         )
         signin = build_signin(config, id_keys, verifier, http=http, store=store, clock=clock, log=log,
                               policy_groups=policy_groups, platform=platform)
+    graph = None
+    if config.graph is not None:
+        graph = build_graph(config, http=http, store=store, clock=clock, log=log, policy_groups=policy_groups,
+                            platform=platform, share=share)
     return Gateway(config, validator, policy, keys=keys, policy_groups=policy_groups, signer=signer, clock=clock, log=log,
-                   signin=signin)
+                   signin=signin, graph=graph)
+
+
+def build_graph(config: Config, *, http, store, clock, log, policy_groups, platform, share) -> GraphGroups:
+    """Graph lookups as the gateway's own app registration (the credential of browser sign-in)."""
+    client = config.client
+    if client.certificate is not None and platform is None:
+        raise ConfigError("Graph lookups with a client certificate need the platform's RSA signer")
+    credential = ClientCredential(client.client_id, certificate=client.certificate, secret=client.secret,
+                                  signer=platform.rsa_signer if platform is not None else None, clock=clock)
+    return graph_groups(config, http=http, store=store, clock=clock, log=log, policy_groups=policy_groups,
+                        tokens=TokenEndpoint(http, credential, config.graph.timeout), share=share)
 
 
 def build_signin(config: Config, id_keys: IssuerKeys, verifier, *, http, store, clock, log, policy_groups,

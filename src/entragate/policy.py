@@ -192,13 +192,24 @@ def _scopes_named(node, out: set) -> None:
         _scopes_named(node[1], out)
 
 
+def _names_groups(node) -> bool:
+    """Whether a COND tests groups anywhere (a malformed one is refused by _compile_cond)."""
+    if not isinstance(node, list) or len(node) != 2:
+        return False
+    if node[0] == "groups":
+        return True
+    if node[0] in ("any", "all") and isinstance(node[1], list):
+        return any(_names_groups(item) for item in node[1])
+    return node[0] == "not" and _names_groups(node[1])
+
+
 class Route:
     """One compiled route. `evaluate` is called with the validated identity."""
 
     __slots__ = (
         "name", "source", "public", "origin", "login", "fixed_decision", "match_spec",
         "_allow_json", "_deny_json", "_allow", "_deny", "_scopes", "_ready",
-        "_allowed", "_denied", "_overage", "_not_met", "_scope",
+        "_allowed", "_denied", "_overage", "_not_met", "_scope", "uses_groups",
     )
 
     def __init__(self, name, source="", public=False, origin=None, allow=None, deny=None,
@@ -215,6 +226,9 @@ class Route:
         self.match_spec = match_spec
         self._allow_json = allow
         self._deny_json = deny
+        # Whether group membership can take part in this route's decisions (the audit line
+        # then says where the groups came from).
+        self.uses_groups = _names_groups(allow) or _names_groups(deny)
         self._ready = False
 
     def _prepare(self) -> None:

@@ -28,8 +28,8 @@ on `scopes` or `kind = "app"` is never met by a session.
 import base64
 import hashlib
 import json
+import os
 import re
-import secrets
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, urlencode
 
@@ -78,7 +78,7 @@ def _b64url(data: bytes) -> str:
 
 
 def random_token() -> str:
-    return _b64url(secrets.token_bytes(RANDOM_BYTES))
+    return _b64url(os.urandom(RANDOM_BYTES))
 
 
 def pkce_challenge(verifier: str) -> str:
@@ -236,7 +236,7 @@ class SignIn:
         name = FLOW_COOKIE_PREFIX + state[:FLOW_COOKIE_STATE_CHARS]
         now = self._clock()
         flow = await self._sealer.open(FLOW_COOKIE_PREFIX, cookies(request.cookie).get(name), now)
-        if flow is None or not secrets.compare_digest(str(flow.get("state", "")), state):
+        if flow is None or not _same(str(flow.get("state", "")), state):
             raise SignInFailed("this sign-in was not started in this browser, or it took too long")
         if "error" in params:
             raise SignInFailed(f"Entra refused the sign-in: {_printable(params['error'])}"
@@ -296,7 +296,7 @@ class SignIn:
         if payload.get("kv"):
             payload = _stored_payload(await self._store.get(SESSION_STORE_PREFIX + str(payload.get("sid"))),
                                       payload, self._clock()) or payload
-        if not secrets.compare_digest(str(form.get("csrf", "")), str(payload.get("csrf", "-"))):
+        if not _same(str(form.get("csrf", "")), str(payload.get("csrf", "-"))):
             raise SignInFailed("the sign-out form did not come from this session")
         await self.revoke(_revocation_key(payload), payload["exp"])
         endpoints = await self._endpoints(defer)
@@ -318,6 +318,14 @@ class SignIn:
         self._revoked[key] = until
         ttl = max(KV_MIN_TTL_SECONDS, int(until - self._clock()))
         await self._store.put(REVOKED_PREFIX + key, "1", ttl=ttl)
+
+
+def _same(a: str, b: str) -> bool:
+    """Constant-time comparison; `hmac` is imported here, on sign-in events only, because the
+    Worker's import must stay light (`secrets` would pull it in for every cold start)."""
+    from hmac import compare_digest
+
+    return compare_digest(a.encode(), b.encode())
 
 
 def _revocation_key(payload: dict) -> str:

@@ -142,6 +142,47 @@ def test_explain_overage_reason():
     assert code == 0 and "overage" in out and "reason    groups_overage" in out
 
 
+OVERAGE_CLAIMS = {"oid": "o", "idtyp": "user", "_claim_names": {"groups": "src1"}}
+
+
+def test_explain_shows_which_groups_graph_would_be_asked_for():
+    code, out, _ = run("explain", "--policies", str(POLICIES), "https://h/admin", "--claims", json.dumps(OVERAGE_CLAIMS))
+    line = next(line for line in out.splitlines() if line.startswith("overage "))
+    # Every group the policy names (the gateway asks one question per user, for all routes), and nothing else.
+    assert line == ("overage   would ask Graph for: platform-admins (11111111-1111-4111-8111-111111111111), "
+                    "api-writers (22222222-2222-4222-8222-222222222222), report-readers (33333333-3333-4333-8333-333333333333)")
+    assert "reason    groups_overage" in out
+
+
+@pytest.mark.parametrize("answer, reason", [
+    ("platform-admins", "allowed"), ("11111111-1111-4111-8111-111111111111", "allowed"),
+    ("api-writers", "condition_not_met"), ("", "condition_not_met"),
+    ("44444444-4444-4444-8444-444444444444", "condition_not_met"),  # a group the policy never asks about
+])
+def test_explain_with_graphs_answer(answer, reason):
+    code, out, _ = run("explain", "--policies", str(POLICIES), "https://h/admin", "--claims", json.dumps(OVERAGE_CLAIMS),
+                       "--graph-groups", answer)
+    assert code == 0 and f"reason    {reason}" in out and "graph     answers: member of [" in out
+
+
+def test_explain_graph_groups_without_overage_asks_nothing():
+    code, out, _ = run("explain", "--policies", str(POLICIES), "https://h/admin", "--claims", json.dumps(ADMIN_CLAIMS),
+                       "--graph-groups", "api-writers")
+    assert code == 0 and "graph     not asked" in out and "\noverage " not in out and "reason    allowed" in out
+
+
+def test_explain_an_app_with_overage_is_not_asked_about():
+    claims = {"oid": "o", "sub": "o", "idtyp": "app", "roles": ["x"], "hasgroups": True}
+    code, out, _ = run("explain", "--policies", str(POLICIES), "https://h/admin", "--claims", json.dumps(claims))
+    assert code == 0 and "\noverage " not in out
+
+
+def test_explain_unknown_graph_group_is_a_usage_error():
+    code, _, err = run("explain", "--policies", str(POLICIES), "https://h/admin", "--claims", json.dumps(OVERAGE_CLAIMS),
+                       "--graph-groups", "no-such-alias")
+    assert code == 2 and "neither a group alias" in err
+
+
 @pytest.mark.parametrize(
     "extra",
     [
@@ -302,6 +343,67 @@ def test_test_reports_failures(policies):
     assert "expected reason condition_not_met, got no_route" in out
     assert "unknown identity 'ghost'" in out
     assert out.strip().splitlines()[-1].endswith(" passed, 3 failed")
+
+
+def test_test_cases_state_graphs_answer(policies):
+    (policies / "tests" / "graph.toml").write_text(textwrap.dedent("""
+        [identities.overage]
+        oid = "aaaaaaaa-0000-4000-8000-000000000003"
+        idtyp = "user"
+        _claim_names = { groups = "src1" }
+
+        [identities.listed]
+        oid = "aaaaaaaa-0000-4000-8000-000000000005"
+        idtyp = "user"
+        groups = ["11111111-1111-4111-8111-111111111111"]
+
+        [[cases]]
+        name = "graph says admin"
+        method = "GET"
+        url = "https://h/admin"
+        identity = "overage"
+        graph_groups = ["platform-admins"]
+        expect = "allow"
+
+        [[cases]]
+        name = "graph says not a member"
+        method = "GET"
+        url = "https://h/admin"
+        identity = "overage"
+        graph_groups = []
+        expect = "deny"
+        reason = "condition_not_met"
+
+        [[cases]]
+        name = "wrongly expects graph to be ignored"
+        method = "GET"
+        url = "https://h/admin"
+        identity = "overage"
+        graph_groups = ["11111111-1111-4111-8111-111111111111"]
+        expect = "deny"
+
+        [[cases]]
+        name = "graph answer for a token that lists its groups"
+        method = "GET"
+        url = "https://h/admin"
+        identity = "listed"
+        graph_groups = []
+        expect = "allow"
+
+        [[cases]]
+        name = "unknown alias"
+        method = "GET"
+        url = "https://h/admin"
+        identity = "overage"
+        graph_groups = ["nope"]
+        expect = "allow"
+    """))
+    code, out, _ = run("test", "--policies", str(policies))
+    assert code == 1 and out.strip().splitlines()[-1].endswith(" failed")
+    assert 'cases[2] "wrongly expects graph to be ignored"' in out and "expected deny, got allow" in out
+    assert "graph_groups is Graph's answer for an overage identity" in out
+    assert "'nope' is neither a group alias" in out
+    assert out.count("FAIL ") == 3
 
 
 def test_test_invalid_test_file(policies):

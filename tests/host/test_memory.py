@@ -16,6 +16,7 @@ from entragate.gateway import IDENTITY_PARTS_MAX_BYTES, Forward, IdentityPart, I
 from entragate.identity import USER, Identity, estimated_bytes
 from entragate.keys import MAX_ISSUER_CHARS, MAX_KID_LENGTH, MAX_MODULUS_CHARS, _parse_jwks
 from entragate.token_cache import DEFAULT_MAX_BYTES, DEFAULT_MAX_ENTRIES, ENTRY_OVERHEAD_BYTES, CachingValidator
+from entragate import token_cache as token_cache_module
 
 NOW = time.time()
 

@@ -20,6 +20,7 @@ driven once, and every dictionary it hands to a JS API is checked against the Wo
 
 import asyncio
 import importlib
+import json
 import sys
 import types
 
@@ -443,3 +444,30 @@ def test_a_response_without_a_body_is_refused(platform):
     answer["response"] = FakeResponse(200, body=None)
     with pytest.raises(module.KeyFetchError, match="did not return JSON"):
         asyncio.run(module.WorkersHttp().get_json("https://login.example/keys", 5.0))
+
+
+def test_graph_calls_use_only_workers_options_and_hand_back_retry_after(platform):
+    """post_json (Microsoft Graph, graph.py): a JSON POST with the app token, never following a
+    redirect, the timeout as an AbortSignal; the answer's Retry-After is handed back."""
+    module, recorder, answer = platform
+    response = FakeResponse(429, "", {"retry-after": "17"})
+    response.body = FakeByteStream(b'{"error": {"code": "TooManyRequests"}}', 4096)
+    answer["response"] = response
+    status, document, retry_after = asyncio.run(module.WorkersHttp().post_json(
+        "https://graph.example/v1.0/users/u/checkMemberGroups", {"groupIds": ["g"]}, {"authorization": "Bearer t"}, 2.5))
+    assert (status, document, retry_after) == (429, {"error": {"code": "TooManyRequests"}}, "17")
+    [(url, init)] = recorder.of("fetch")
+    assert url == "https://graph.example/v1.0/users/u/checkMemberGroups"
+    assert_request_init(init)
+    assert init["redirect"] == "manual" and init["signal"] == ("signal", 2500) and init["method"] == "POST"
+    assert init["headers"]["authorization"] == "Bearer t" and init["headers"]["content-type"] == "application/json"
+    assert json.loads(init["body"]) == {"groupIds": ["g"]}
+
+
+def test_a_graph_answer_over_the_size_cap_is_a_failure(platform):
+    module, _, answer = platform
+    response = FakeResponse(200, "")
+    response.body = FakeByteStream(b"x" * (module.MAX_DOCUMENT_BYTES + 1), 65536)
+    answer["response"] = response
+    with pytest.raises(module.HttpFailure, match="too large"):
+        asyncio.run(module.WorkersHttp().post_json("https://graph.example/x", {}, {}, 1.0))

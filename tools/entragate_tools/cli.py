@@ -6,6 +6,7 @@ Exit codes: 0 ok, 1 policy error or failing test, 2 usage error (bad arguments o
 
 import argparse
 import json
+import re
 import tomllib
 import sys
 from dataclasses import dataclass
@@ -13,6 +14,7 @@ from pathlib import Path
 
 from entragate.claims import identity_from_claims
 from entragate.errors import AmbiguousPath, AmbiguousSpelling, InvalidToken
+from entragate.graph import asked_groups, with_resolved_groups
 from entragate.identity import Identity
 from entragate.paths import fold_path
 from entragate.policy import Decision, Route
@@ -24,6 +26,7 @@ from .schema import policy_json_schema, tests_json_schema
 from .tenants import DeploymentError, read_deployments
 
 OK, FAILED, USAGE = 0, 1, 2
+GUID_NAME = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 
 
 class UsageError(Exception):
@@ -117,6 +120,41 @@ def run_request(policy, method: str, url: str, identity: Identity | None) -> Out
     except AmbiguousPath as exc:
         return Outcome(url, target, Decision(False, exc.code, None), refusal=exc)
     return Outcome(url, target, policy.verdict(route, identity), route)
+
+
+def overage_question(compiled: Compiled, identity: Identity | None, decision: Decision | None) -> tuple | None:
+    """The groups the gateway would ask Microsoft Graph about (GRAPH_GROUPS = true, graph.py)
+    for this decision, or None when it would not ask: only a decision that hangs on groups an
+    overage token could not list, for a user."""
+    if identity is None or decision is None or decision.reason != "groups_overage" or identity.kind != "user":
+        return None
+    from entragate.upstream import referenced_groups
+
+    return asked_groups(referenced_groups(compiled.data))
+
+
+def graph_answer(compiled: Compiled, names) -> frozenset:
+    """Group ids (or their aliases) as Graph would answer: the groups the user is a member of."""
+    aliases = compiled.aliases.get("groups", {})
+    answer = set()
+    for name in names:
+        if name in aliases:
+            answer.update(aliases[name])
+        elif GUID_NAME.match(name):
+            answer.add(name.lower())
+        else:
+            raise UsageError(f"graph groups: {name!r} is neither a group alias of the policy nor a GUID")
+    return frozenset(answer)
+
+
+def decide_with_graph(compiled: Compiled, outcome: "Outcome", identity: Identity, method: str,
+                      answer: frozenset) -> "Outcome":
+    """The decision once Graph answered `answer` to the overage question, as the gateway makes it."""
+    question = overage_question(compiled, identity, outcome.decision)
+    if question is None:
+        return outcome
+    resolved = with_resolved_groups(identity, tuple(group for group in question if group in answer))
+    return run_request(compiled.policy, method, outcome.url, resolved)
 
 
 def _load_claims(value: str) -> dict:
@@ -249,6 +287,10 @@ def cmd_explain(args, out, err) -> int:
         return FAILED
     names = compiled.alias_names()
     outcome = run_request(compiled.policy, method, args.url, identity)
+    question = overage_question(compiled, identity, outcome.decision)
+    answer = None
+    if args.graph_groups is not None:
+        answer = graph_answer(compiled, [name.strip() for name in args.graph_groups.split(",") if name.strip()])
     print(f"policy    {args.policies} (version {compiled.version})", file=out)
     print(f"request   {method} {outcome.url}", file=out)
     target = outcome.target
@@ -296,6 +338,18 @@ def cmd_explain(args, out, err) -> int:
             print(f"  deny    {render_condition(item['deny'], names)}", file=out)
         if item["allow"] is not None:
             print(f"  allow   {render_condition(item['allow'], names)}", file=out)
+    if question is not None:
+        asked = ", ".join(f"{names[g]} ({g})" if g in names else g for g in question)
+        print(f"overage   would ask Graph for: {asked}", file=out)
+        if answer is None:
+            print("          (with GRAPH_GROUPS = true, as the gateway's own app; without it the refusal below "
+                  "stands; --graph-groups states Graph's answer)", file=out)
+        else:
+            members = [f"{names[g]} ({g})" if g in names else g for g in question if g in answer]
+            print(f"graph     answers: member of [{', '.join(members)}]", file=out)
+            outcome = decide_with_graph(compiled, outcome, identity, method, answer)
+    elif answer is not None:
+        print("graph     not asked: the decision does not hang on groups an overage token could not list", file=out)
     decision = outcome.decision
     print(f"decision  {'ALLOW' if decision.allowed else 'DENY'}", file=out)
     print(f"reason    {decision.reason}", file=out)
@@ -406,6 +460,10 @@ def _run_case(compiled: Compiled, suite, case) -> str | None:
             return f"claims are not a valid token payload: {exc.detail}"
     try:
         outcome = run_request(compiled.policy, case.method, case.url, identity)
+        if case.graph_groups is not None:
+            if identity is None or not identity.groups_overage:
+                return "graph_groups is Graph's answer for an overage identity (_claim_names or hasgroups in its claims)"
+            outcome = decide_with_graph(compiled, outcome, identity, case.method, graph_answer(compiled, case.graph_groups))
     except UsageError as exc:
         return str(exc)
     got, decision = outcome.verdict, outcome.decision
@@ -606,6 +664,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", "-X", default="GET", help="HTTP method (default GET)")
     p.add_argument("--claims", metavar="JSON|@FILE", help="token claims as JSON or @file")
     p.add_argument("--token", metavar="JWT", help="an access token; its signature is NOT checked")
+    p.add_argument("--graph-groups", metavar="G1,G2", help="for a token with groups overage: what Microsoft Graph "
+                   "answers, the groups (aliases or ids) the user is a member of ('' for none)")
     p.set_defaults(func=cmd_explain)
 
     p = add("test", "run the policy test cases",

@@ -276,6 +276,9 @@ class TestCase(BaseModel):
     )
     reason: Literal[REASONS] | None = None  # type: ignore[valid-type]
     rule: str | None = None
+    graph_groups: list[NonEmptyStr] | None = Field(
+        None, description="For an identity with groups overage: what Microsoft Graph answers (GRAPH_GROUPS = true), "
+        "the groups (aliases or ids) the user is a member of; [] for none.")
 
     @model_validator(mode="after")
     def _one_identity(self) -> "TestCase":
