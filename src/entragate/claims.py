@@ -15,7 +15,7 @@ def _optional_str(claims: dict, name: str) -> str | None:
     if value is None:
         return None
     if not isinstance(value, str):
-        raise InvalidToken(f"claim {name} must be a string")
+        raise InvalidToken(f"claim {name} must be a string", "claim_type")
     return value
 
 
@@ -24,17 +24,17 @@ def _str_list(claims: dict, name: str) -> tuple[str, ...]:
     if value is None:
         return ()
     if not isinstance(value, list) or not all(map(isinstance, value, repeat(str))):
-        raise InvalidToken(f"claim {name} must be a list of strings")
+        raise InvalidToken(f"claim {name} must be a list of strings", "claim_type")
     return tuple(value)
 
 
 def _has_groups_overage(claims: dict) -> bool:
     claim_names = claims.get("_claim_names")
     if claim_names is not None and not isinstance(claim_names, dict):
-        raise InvalidToken("claim _claim_names must be an object")
+        raise InvalidToken("claim _claim_names must be an object", "claim_type")
     hasgroups = claims.get("hasgroups")
     if hasgroups is not None and not isinstance(hasgroups, bool):
-        raise InvalidToken("claim hasgroups must be a boolean")
+        raise InvalidToken("claim hasgroups must be a boolean", "claim_type")
     return bool(claim_names and "groups" in claim_names) or hasgroups is True
 
 
@@ -42,7 +42,7 @@ def _token_kind(claims: dict, scopes: tuple[str, ...]) -> str:
     idtyp = _optional_str(claims, "idtyp")
     if idtyp is not None:
         if idtyp not in (APP, USER):
-            raise InvalidToken("claim idtyp must be 'app' or 'user'")
+            raise InvalidToken("claim idtyp must be 'app' or 'user'", "claim_type")
         return idtyp
     # Without the optional idtyp claim, Microsoft's guidance: an app-only token has no scp
     # and its oid equals its sub (both are the service principal).

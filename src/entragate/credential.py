@@ -25,18 +25,18 @@ def extract_bearer(authorization: str | None) -> str:
     # newlines, NEL (\x85) and Unicode spaces, accepting a token with junk around it.
     authorization = authorization.strip(" \t") if authorization is not None else None
     if not authorization:
-        raise MissingCredential("no bearer token")
+        raise MissingCredential("no bearer token", "no_credential")
     scheme, _, token = authorization.partition(" ")
     if scheme.lower() != "bearer":
-        raise MalformedCredential("authorization scheme must be Bearer")
+        raise MalformedCredential("authorization scheme must be Bearer", "scheme")
     token = token.strip(" ")
     if not token:
-        raise MalformedCredential("empty bearer token")
+        raise MalformedCredential("empty bearer token", "empty")
     if len(token) > MAX_TOKEN_BYTES:
-        raise MalformedCredential(f"token longer than {MAX_TOKEN_BYTES} bytes")
+        raise MalformedCredential(f"token longer than {MAX_TOKEN_BYTES} bytes", "too_long")
     return token
 
 
 def require_compact_jws(token: str) -> None:
     if not _JWS_COMPACT.fullmatch(token):
-        raise MalformedCredential("token is not a single compact JWS")
+        raise MalformedCredential("token is not a single compact JWS", "not_compact_jws")

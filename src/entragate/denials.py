@@ -56,6 +56,8 @@ class Answer:
     grpc_status: int | None = None
     # Where the groups that decided came from (graph.py: token | graph | cache), for the audit line.
     groups_source: str | None = None
+    # Which check refused a credential (GatewayError.cause: audience, expired, signature, ...).
+    cause: str | None = None
 
 
 def client_kind(accept: str | None, content_type: str | None) -> str:
@@ -81,7 +83,7 @@ def _challenge(error: GatewayError) -> str | None:
 
 def deny(status: int, code: str, detail: str, request_id: str, kind: str = JSON, challenge: str | None = None,
          *, rule: str | None = None, identity: Identity | None = None, retry_after: int | None = None,
-         groups_source: str | None = None) -> Answer:
+         groups_source: str | None = None, cause: str | None = None) -> Answer:
     """`rule` / `identity` / `groups_source`: for the audit line (passed in rather than added
     with dataclasses.replace, which costs more than building the answer). `retry_after`:
     seconds, for a transient refusal (RFC 9110 Retry-After)."""
@@ -99,18 +101,18 @@ def deny(status: int, code: str, detail: str, request_id: str, kind: str = JSON,
             ("grpc-status", str(grpc_status)),
             ("grpc-message", grpc_message),
         ]
-        return Answer(200, code, tuple(headers), None, rule, identity, grpc_status, groups_source)  # trailers-only
+        return Answer(200, code, tuple(headers), None, rule, identity, grpc_status, groups_source, cause)  # trailers-only
     title = _TITLES.get(status, "Error")
     if kind == HTML:
         page = _page(status, title, code, message, detail, request_id, rule, identity)
         return Answer(status, code, tuple(headers + [("content-type", "text/html; charset=utf-8")]), page, rule, identity,
-                      groups_source=groups_source)
+                      groups_source=groups_source, cause=cause)
     body = json.dumps({
         "type": "about:blank", "title": title, "status": status,
         "error": code, "detail": detail, "request_id": request_id,
     })
     return Answer(status, code, tuple(headers + [("content-type", "application/problem+json")]), body, rule, identity,
-                  groups_source=groups_source)
+                  groups_source=groups_source, cause=cause)
 
 
 # What a person is told about a refusal, in their terms (the reason code is shown beside it).
@@ -151,7 +153,7 @@ def _page(status, title, code, message, detail, request_id, rule, identity) -> s
 def from_error(error: GatewayError, request_id: str, kind: str = JSON, *, rule: str | None = None,
                identity: Identity | None = None, groups_source: str | None = None) -> Answer:
     return deny(error.status, error.code, error.detail, request_id, kind, _challenge(error), rule=rule, identity=identity,
-                retry_after=getattr(error, "retry_after", None), groups_source=groups_source)
+                retry_after=getattr(error, "retry_after", None), groups_source=groups_source, cause=error.cause)
 
 
 def insufficient_scope_challenge() -> str:

@@ -1,15 +1,27 @@
 """Exception hierarchy. Every refusal the gateway makes is one of these, with a stable code."""
 
 
+# The stable `cause` codes of refused credentials (audit lines): which check refused.
+CAUSES = frozenset({
+    "no_credential", "scheme", "empty", "too_long", "not_compact_jws",  # the Authorization header
+    "malformed", "algorithm", "header_parameter", "token_type", "kid", "missing_claim", "claim_type",
+    "expired", "not_yet_valid", "version", "tenant_id", "tenant_not_allowed", "audience", "not_access_token",
+    "issuer", "unknown_key", "key_issuer", "signature", "no_grant", "nonce",
+})
+
+
 class GatewayError(Exception):
     """Base class. `code` is stable and safe to show to clients and log."""
 
     status = 500
     code = "internal_error"
 
-    def __init__(self, detail: str = ""):
+    def __init__(self, detail: str = "", cause: str | None = None):
         super().__init__(detail or self.code)
         self.detail = detail or self.code
+        # Which check refused, as a stable code for the audit line (README, "Denials"): never
+        # anything from the token itself.
+        self.cause = cause
 
 
 class CredentialError(GatewayError):

@@ -337,7 +337,7 @@ def decision_audit_line(request: IncomingRequest, result: Forward | Answer, stat
         path=path_and_query.partition("?")[0], rule=result.rule, decision=decision,
         reason=answer.code if answer else result.reason, status=status, identity=result.identity,
         latency_ms=latency_ms, grpc_status=answer.grpc_status if answer else None,
-        groups_source=result.groups_source,
+        groups_source=result.groups_source, cause=answer.cause if answer else None,
     )
 
 

@@ -37,32 +37,32 @@ class IdTokenValidator:
         header, claims = decoded["header"], decoded["payload"]
         kid = _check_header(header, config.algorithms)
         if claims.get("ver") != VERSION:
-            raise InvalidToken("ID token is not a v2.0 token")
+            raise InvalidToken("ID token is not a v2.0 token", "version")
         tid = claims.get("tid")
         if not isinstance(tid, str) or not GUID.match(tid):
-            raise InvalidToken("ID token has no valid tid")
+            raise InvalidToken("ID token has no valid tid", "tenant_id")
         if not config.tenant_allowed(tid):
-            raise InvalidToken("tenant not allowed")
+            raise InvalidToken("tenant not allowed", "tenant_not_allowed")
         if claims.get("aud") != self._client_id:
-            raise InvalidToken("ID token is not for this client")
+            raise InvalidToken("ID token is not for this client", "audience")
         if not isinstance(claims.get("nonce"), str) or claims["nonce"] != nonce:
-            raise InvalidToken("ID token nonce does not match this sign-in")
+            raise InvalidToken("ID token nonce does not match this sign-in", "nonce")
         if "iat" not in claims:
-            raise InvalidToken("ID token has no iat claim")
+            raise InvalidToken("ID token has no iat claim", "missing_claim")
         key_set = await self._keys.current(defer)
         expected_issuer = key_set.issuer.replace("{tenantid}", tid)
         if claims.get("iss") != expected_issuer:
-            raise InvalidToken("issuer mismatch")
+            raise InvalidToken("issuer mismatch", "issuer")
         jwk = await self._keys.key(kid, defer)
         if jwk is None:
-            raise InvalidToken("signing key not found")
+            raise InvalidToken("signing key not found", "unknown_key")
         key_issuer = jwk.get("issuer")
         if key_issuer is not None and key_issuer.replace("{tenantid}", tid) != expected_issuer:
-            raise InvalidToken("signing key belongs to another issuer")
+            raise InvalidToken("signing key belongs to another issuer", "key_issuer")
         signing_input = token.rpartition(".")[0].encode("ascii")
         if not await self._verifier.verify(header["alg"], jwk, signing_input, decoded["signature"]):
-            raise InvalidToken("signature verification failed")
+            raise InvalidToken("signature verification failed", "signature")
         identity = identity_from_claims(claims)
         if not identity.oid:
-            raise InvalidToken("ID token has no oid")
+            raise InvalidToken("ID token has no oid", "missing_claim")
         return identity, claims

@@ -78,7 +78,7 @@ def _strict_json_object(raw: bytes, what: str) -> dict:
     if not isinstance(value, dict):
         raise StrictDecodeError(f"{what} is not a JSON object")
     if _SURROGATE_ESCAPE.search(text) is not None and not is_unicode(value):
-        raise InvalidToken(f"token {what} holds a string that is not Unicode (a lone surrogate)")
+        raise InvalidToken(f"token {what} holds a string that is not Unicode (a lone surrogate)", "malformed")
     return value
 
 
@@ -135,30 +135,30 @@ def _decode(token: str, leeway: int) -> dict:
         _strict_json_object(base64url_decode(token.partition(".")[0]), "header")
         return decoded
     except jwt.ExpiredSignatureError:
-        raise InvalidToken("token expired") from None
+        raise InvalidToken("token expired", "expired") from None
     except jwt.ImmatureSignatureError:
-        raise InvalidToken("token not yet valid") from None
+        raise InvalidToken("token not yet valid", "not_yet_valid") from None
     except jwt.MissingRequiredClaimError as error:
-        raise InvalidToken(f"token has no {error.claim} claim") from None
+        raise InvalidToken(f"token has no {error.claim} claim", "missing_claim") from None
     except StrictDecodeError as error:  # our own rules: the detail says which (nothing from the token)
-        raise InvalidToken(f"malformed token: {error}") from None
+        raise InvalidToken(f"malformed token: {error}", "malformed") from None
     except (jwt.PyJWTError, ValueError, TypeError, OverflowError, RecursionError):
-        raise InvalidToken("malformed token") from None
+        raise InvalidToken("malformed token", "malformed") from None
 
 
 def _check_header(header: dict, algorithms: frozenset[str]) -> str:
     alg = header.get("alg")
     if not isinstance(alg, str) or alg not in algorithms:
-        raise InvalidToken("signing algorithm not allowed")
+        raise InvalidToken("signing algorithm not allowed", "algorithm")
     forbidden = FORBIDDEN_HEADERS.intersection(header)
     if forbidden:
-        raise InvalidToken(f"header parameter {sorted(forbidden)[0]} not allowed")
+        raise InvalidToken(f"header parameter {sorted(forbidden)[0]} not allowed", "header_parameter")
     typ = header.get("typ")
     if typ is not None and (not isinstance(typ, str) or typ.upper() != "JWT"):
-        raise InvalidToken("token type must be JWT")
+        raise InvalidToken("token type must be JWT", "token_type")
     kid = header.get("kid")
     if not isinstance(kid, str) or not 0 < len(kid) <= MAX_KID_LENGTH:
-        raise InvalidToken("token has no usable kid")
+        raise InvalidToken("token has no usable kid", "kid")
     return kid
 
 
@@ -184,39 +184,39 @@ class TokenValidator:
         # not a TypeError (unhashable) that the Worker would answer with a 500.
         issuer_keys = self._keys_by_version.get(ver) if isinstance(ver, str) else None
         if issuer_keys is None:
-            raise InvalidToken("token version not accepted")
+            raise InvalidToken("token version not accepted", "version")
         tid = claims.get("tid")
         if not isinstance(tid, str) or not GUID.match(tid):
-            raise InvalidToken("token has no valid tid")
+            raise InvalidToken("token has no valid tid", "tenant_id")
         if not config.tenant_allowed(tid):
-            raise InvalidToken("tenant not allowed")
+            raise InvalidToken("tenant not allowed", "tenant_not_allowed")
         aud = claims.get("aud")
         if not isinstance(aud, str) or aud not in config.audiences:
-            raise InvalidToken("token is not for this audience")
+            raise InvalidToken("token is not for this audience", "audience")
         _require_access_token(claims, ver)
 
         key_set = await issuer_keys.current(defer)
         expected_issuer = key_set.issuer.replace("{tenantid}", tid)
         if claims.get("iss") != expected_issuer:
-            raise InvalidToken("issuer mismatch")
+            raise InvalidToken("issuer mismatch", "issuer")
 
         jwk = await issuer_keys.key(kid, defer)
         if jwk is None:
-            raise InvalidToken("signing key not found")
+            raise InvalidToken("signing key not found", "unknown_key")
         key_issuer = jwk.get("issuer")
         if key_issuer is not None and key_issuer.replace("{tenantid}", tid) != expected_issuer:
-            raise InvalidToken("signing key belongs to another issuer")
+            raise InvalidToken("signing key belongs to another issuer", "key_issuer")
 
         signing_input = token.rpartition(".")[0].encode("ascii")
         if not await self._verifier.verify(header["alg"], jwk, signing_input, decoded["signature"]):
-            raise InvalidToken("signature verification failed")
+            raise InvalidToken("signature verification failed", "signature")
         identity = identity_from_claims(claims)
         # A token that grants nothing is refused, as Microsoft.Identity.Web refuses one with
         # neither `scp` nor `roles` (IDW10201): any app of an allowed tenant can get a token
         # for this API without being granted anything, and it would pass every route that
         # asks only who the caller is (users, tenants, groups, `authenticated`).
         if not identity.scopes and not any(identity.roles):
-            raise InvalidToken("token grants no delegated scope (scp) and no app role (roles)")
+            raise InvalidToken("token grants no delegated scope (scp) and no app role (roles)", "no_grant")
         return identity, kid
 
 
@@ -224,7 +224,7 @@ def _require_access_token(claims: dict, ver: str) -> None:
     client_claim = CLIENT_CLAIM[ver]
     client = claims.get(client_claim)
     if not isinstance(client, str) or not client:
-        raise InvalidToken(f"not an access token: a v{ver} access token names its client in {client_claim}")
+        raise InvalidToken(f"not an access token: a v{ver} access token names its client in {client_claim}", "not_access_token")
     if not ID_TOKEN_CLAIMS.isdisjoint(claims):
         marker = min(ID_TOKEN_CLAIMS.intersection(claims))
-        raise InvalidToken(f"not an access token: claim {marker} is only in ID tokens")
+        raise InvalidToken(f"not an access token: claim {marker} is only in ID tokens", "not_access_token")

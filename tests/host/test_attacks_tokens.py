@@ -32,7 +32,7 @@ from fixtures.mock_entra import DEFAULT_GROUPS, DEFAULT_TENANT_ID, DEFAULT_USER_
 
 from entragate.config import Config
 from entragate.credential import MAX_TOKEN_BYTES
-from entragate.errors import GatewayError, InvalidToken, MalformedCredential
+from entragate.errors import CAUSES, GatewayError, InvalidToken, MalformedCredential
 from entragate.assertion import parse_signing_key
 from entragate.gateway import Forward, IncomingRequest, assemble, decision_audit_line
 from entragate.tokens import _decode as read_token
@@ -76,6 +76,12 @@ ISSUER = "issuer mismatch"
 EXPIRED = "token expired"
 NOT_YET = "token not yet valid"
 PYJWT = "malformed token"  # PyJWT's own reader refused (its message is not passed on)
+# The audit line's `cause` for each of them (errors.CAUSES; README, "Denials").
+CAUSE_OF = {
+    NOT_COMPACT: "not_compact_jws", ALG: "algorithm", TYP: "token_type", NO_KID: "kid", NO_KEY: "unknown_key",
+    SIGNATURE: "signature", VERSION: "version", NO_TID: "tenant_id", TENANT: "tenant_not_allowed",
+    AUDIENCE: "audience", ISSUER: "issuer", EXPIRED: "expired", NOT_YET: "not_yet_valid", PYJWT: "malformed",
+}
 
 
 def forbidden(name: str) -> str:
@@ -142,6 +148,10 @@ class Gate:
         assert not isinstance(result, Forward), f"forwarded by {result.rule}; expected a refusal: {detail}"
         got = (result.status, result.code, json.loads(result.body)["detail"])
         assert got == (401, code, detail), got
+        # The audit line names the check too, as a stable code (never anything from the token).
+        assert result.cause in CAUSES, (result.cause, detail)
+        if detail in CAUSE_OF:
+            assert result.cause == CAUSE_OF[detail], (result.cause, detail)
 
     def refusal(self, token, **kwargs) -> str:
         """The error_description of the 401 a token gets (asserting that it is one)."""
@@ -1116,3 +1126,17 @@ def test_an_unexpected_error_in_validation_is_an_audited_500_answer_not_an_excep
     gate.gateway.validator = Broken()
     result = gate.handle(f"Bearer {tenant.mint()}")
     assert not isinstance(result, Forward) and result.status == 500 and result.code == "internal_error"
+
+
+
+def test_the_audit_line_of_a_refused_token_names_the_check_never_the_token(tenant):
+    gate = Gate(tenant)
+    token = tenant.mint(audience="api://someone-else")
+    request = IncomingRequest("GET", "https://gw.example/api/items", "req-9", ("authorization",),
+                              authorization=f"Bearer {token}")
+    result = asyncio.run(gate.gateway.handle(request, lambda coroutine: coroutine.close()))
+    line = json.loads(decision_audit_line(request, result, result.status, 1.0, time.time()))
+    assert (line["reason"], line["cause"]) == ("invalid_token", "audience")
+    assert token.split(".")[1] not in json.dumps(line) and token.split(".")[2] not in json.dumps(line)
+    allowed = gate.handle(f"Bearer {tenant.mint()}")
+    assert "cause" not in json.loads(decision_audit_line(request, allowed, 200, 1.0, time.time()))
