@@ -59,10 +59,14 @@ def build(setup, *, assertion: bool):
     if not assertion:
         variables.pop("ASSERTION_SIGNING_KEY", None)
     config = Config.from_env(variables.get)
-    now = time.time()
+    # Stored as fetched ten minutes ago, not now: in workerd, time.time() is Pyodide's
+    # monotonicDateNow, which adds 1 ms per read while Date.now() stands still and drops back
+    # when it ticks (up to ~1.8 s measured under wrangler dev). A set dated by a read that ran
+    # ahead looks fetched in the future, hence stale, and NoNetwork would be asked for keys.
+    fetched_at = time.time() - 600
     store = Store({
         f"entragate:jwks:v{STORE_FORMAT}:{discovery_url(config, version)}": json.dumps({
-            "format": STORE_FORMAT, "issuer": issuer, "jwks_uri": "", "fetched_at": now, "keys": setup["keys"],
+            "format": STORE_FORMAT, "issuer": issuer, "jwks_uri": "", "fetched_at": fetched_at, "keys": setup["keys"],
         })
         for version, issuer in setup["issuers"].items()
     })

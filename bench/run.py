@@ -190,17 +190,10 @@ def collect(setup_path: Path, runs: int) -> dict:
     # Built (or found cached) before any start is timed; the runner would do it on its first start.
     pyodide_bundle.build()
     vendor.vendor()
-    workerd_runs, cpython_runs, cold_runs, failures = [], [], [], []
+    workerd_runs, cpython_runs, cold_runs = [], [], []
     for n in range(runs):
         print(f"  run {n + 1}/{runs}: workerd (Python Worker + jose Worker), CPython, cold starts", flush=True)
-        try:
-            workerd_runs.append(workerd_run(setup))
-        except RuntimeError as error:
-            # Seen twice in some twenty runs on a loaded machine: a benchmark request answered
-            # 500 with nothing in the output yet. Kept (results "failed_runs") and run again once.
-            failures.append(str(error)[-6000:])
-            print(f"  workerd run failed, running it again:\n{failures[-1]}", file=sys.stderr, flush=True)
-            workerd_runs.append(workerd_run(setup))
+        workerd_runs.append(workerd_run(setup))
         # Memory once, in the last run: it is the slow part, and the same every run.
         command = [sys.executable, "bench/pipeline_bench.py", str(setup_path)] + (["--no-memory"] if n < runs - 1 else [])
         cpython_runs.append(run_json(command, env=ENV, timeout=900))
@@ -242,7 +235,6 @@ def collect(setup_path: Path, runs: int) -> dict:
         "token_cache_memory_large": last["token_cache_memory_large"],
         "runtimes": {"workerd": workerd_version(workerd_runs[0]["imports"]["python"]), "cpython": last["runtime"]},
         "raw": {"workerd": workerd_runs, "cold": cold_runs},
-        "failed_runs": failures,
     }
 
 
