@@ -20,7 +20,9 @@ def pytest_collection_modifyitems(items):
             item.add_marker(pytest.mark.browser)
 
 
-@pytest.fixture(scope="session")
+# Package scope, not session: Playwright's sync API keeps an asyncio loop running in this thread
+# while it is open, and every later asyncio.run() in the session would then refuse to start.
+@pytest.fixture(scope="package")
 def chromium():
     if CHROMIUM is None:
         if os.environ.get("ENTRAGATE_REQUIRE_BROWSER"):
