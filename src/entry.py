@@ -69,6 +69,9 @@ class Default(WorkerEntrypoint):
             sec_fetch_site=headers.get("sec-fetch-site"),
             origin=headers.get("origin"),
             read_body=lambda limit: platform_io.read_capped(js_request.body, limit),
+            connect_version=headers.get("connect-protocol-version"),
+            cors_method=headers.get("access-control-request-method"),
+            cors_headers=headers.get("access-control-request-headers"),
         )
         if _gateway is None:
             try:
@@ -85,10 +88,13 @@ class Default(WorkerEntrypoint):
         if isinstance(result, Forward):
             try:
                 js_response = await platform_io.forward(js_request, result.url, result.strip, result.add, _gateway.config.origin_timeout)
-                response = Response(platform_io.with_request_id(js_response, request_id))
+                relayed = platform_io.with_request_id(js_response, request_id)
+                if result.cors is not None:
+                    relayed = platform_io.with_cors(relayed, result.cors.response_headers(incoming.origin))
+                response = Response(relayed)
                 status = js_response.status
             except (platform_io.OriginTimeout, platform_io.OriginUnreachable) as error:
-                failure = origin_failure(incoming, isinstance(error, platform_io.OriginTimeout))
+                failure = origin_failure(incoming, isinstance(error, platform_io.OriginTimeout), result.cors)
             except Exception as error:  # a bug in forwarding: answered and audited like one in the core
                 platform_io.log(f"internal error (request {request_id}): {type(error).__name__}: {error}")
                 failure = internal_error(incoming)

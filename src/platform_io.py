@@ -347,3 +347,21 @@ def with_request_id(js_response, request_id: str):
     response = js.Response.new(js_response.body, js_response)
     response.headers.set("x-request-id", request_id)
     return response
+
+
+def with_cors(js_response, headers):
+    """The response (from `with_request_id`) with a route's CORS headers: the origin's own
+    `Access-Control-*` headers are replaced (the gateway answers CORS for the route), `Vary`
+    is added to. A WebSocket upgrade (101) is passed on as it is."""
+    if js_response.status == 101:
+        return js_response
+    response_headers = js_response.headers
+    theirs = [name for name in response_headers.keys() if name.startswith("access-control-")]
+    for name in theirs:
+        response_headers.delete(name)
+    for name, value in headers:
+        if name == "vary":
+            response_headers.append(name, value)
+        else:
+            response_headers.set(name, value)
+    return js_response

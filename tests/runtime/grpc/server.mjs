@@ -1,0 +1,71 @@
+// The origin for the gRPC runtime tests: a real Connect server (@connectrpc/connect-node) on
+// HTTP/1.1, serving shop.v1.Orders in the Connect, gRPC-Web and gRPC protocols (gRPC over
+// HTTP/1.1 with HTTP trailers, which Node can send).
+//
+//   node server.mjs [--port N]
+//
+// Prints one JSON line {"url": …} when listening, then one JSON line per call it handles
+// ({"call": method, "content_type": …}), so a test can tell whether a call reached it.
+import http from "node:http";
+import { parseArgs } from "node:util";
+import { ConnectError, Code } from "@connectrpc/connect";
+import { connectNodeAdapter } from "@connectrpc/connect-node";
+import { Orders } from "./gen/shop/v1/orders_pb.js";
+
+const { values } = parseArgs({ options: { port: { type: "string", default: "0" } } });
+const PREFIX = "x-entragate-";
+
+function seen(headers) {
+  const out = {};
+  for (const [name, value] of headers) {
+    if (name.startsWith(PREFIX)) out[name] = value;
+  }
+  return out;
+}
+
+function order(id, sequence, context) {
+  return {
+    id,
+    sequence,
+    seen: seen(context.requestHeader),
+    contentType: context.requestHeader.get("content-type") ?? "",
+    sentAtMs: BigInt(Date.now()),
+  };
+}
+
+function record(method, context) {
+  process.stdout.write(JSON.stringify({ call: method, content_type: context.requestHeader.get("content-type") }) + "\n");
+}
+
+const sleep = (ms, signal) => new Promise((resolve) => {
+  const timer = setTimeout(resolve, ms);
+  signal.addEventListener("abort", () => { clearTimeout(timer); resolve(); }, { once: true });
+});
+
+const routes = (router) => router.service(Orders, {
+  async getOrder(request, context) {
+    record("GetOrder", context);
+    if (request.id === "missing") throw new ConnectError("no such order", Code.NotFound);
+    // A large answer: big enough for the server to compress it when the client accepts that.
+    const id = request.id === "large" ? "x".repeat(256 * 1024) : request.id;
+    return order(id, 0, context);
+  },
+  async *listOrders(request, context) {
+    record("ListOrders", context);
+    for (let i = 0; i < request.count; i++) {
+      if (i > 0 && request.delayMs) await sleep(request.delayMs, context.signal);
+      if (context.signal.aborted) return;
+      yield order(`order-${i}`, i, context);
+    }
+  },
+  async cancelOrder(request, context) {
+    record("CancelOrder", context);
+    return order(request.id, 0, context);
+  },
+});
+
+const server = http.createServer(connectNodeAdapter({ routes }));
+server.listen(Number(values.port), "127.0.0.1", () => {
+  process.stdout.write(JSON.stringify({ url: `http://127.0.0.1:${server.address().port}` }) + "\n");
+});
+for (const signal of ["SIGTERM", "SIGINT"]) process.on(signal, () => { server.closeAllConnections(); server.close(() => process.exit(0)); });
