@@ -14,42 +14,21 @@ all. An allowed native call is answered 12 UNIMPLEMENTED, never relayed half.
 
 import json
 import subprocess
-import threading
 from urllib.parse import unquote
 
 import pytest
 from entragate_assertion import AssertionVerifier
 from entragate_tools.host_crypto import new_assertion_key
+from fixtures.connect_origin import HARNESS, NODE, ConnectOrigin
 from fixtures.stack import PROJECT, Runner, Stack, environment_ok
 
 pytestmark = pytest.mark.skipif(environment_ok() is not None, reason=str(environment_ok()))
 
-HARNESS = PROJECT / "tests" / "runtime" / "grpc"
 ISSUER = "entragate-grpc-test"
 PREFIX = "x-entragate-"
 # The Connect-ES transports over HTTP/1.1 that a Worker can carry (client.mjs).
 WEB_TRANSPORTS = ("connect", "connect-json", "grpc-web", "grpc-web-json")
 READ, OPS = "orders-grpc-read", "orders-grpc-ops"
-
-
-class ConnectOrigin:
-    """tests/runtime/grpc/server.mjs: prints its URL, then one line per call it handles."""
-
-    def __init__(self, port: int = 0):
-        self.process = subprocess.Popen(["node", str(HARNESS / "server.mjs"), "--port", str(port)], cwd=PROJECT,
-                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
-        self.url = json.loads(self.process.stdout.readline())["url"]
-        self.calls: list[dict] = []
-        threading.Thread(target=self._drain, daemon=True).start()
-
-    def _drain(self):
-        for line in self.process.stdout:
-            if line.startswith("{"):
-                self.calls.append(json.loads(line))
-
-    def stop(self):
-        self.process.terminate()
-        self.process.wait(timeout=10)
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +46,7 @@ def stack(origin):
 
 def rpc(base_url: str, calls: list[dict], timeout: float = 120) -> list[dict]:
     """Run the calls with the real clients (client.mjs), one after another."""
-    done = subprocess.run(["node", str(HARNESS / "client.mjs")], input=json.dumps({"base_url": base_url, "calls": calls}),
+    done = subprocess.run([NODE, str(HARNESS / "client.mjs")], input=json.dumps({"base_url": base_url, "calls": calls}),
                           capture_output=True, text=True, timeout=timeout, cwd=PROJECT)
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
@@ -197,12 +176,12 @@ def test_native_grpc_cannot_be_relayed_by_a_worker(stack, origin, tmp_path):
     """The platform fact: a Worker that does nothing but relay hands the client the origin's
     messages without the trailers that carry grpc-status. A client then reports a call whose
     side effects happened as failed (or, worse, a failed stream as cut short)."""
-    direct = json.loads(subprocess.run(["node", str(HARNESS / "http1_grpc.mjs"), origin.url], capture_output=True,
+    direct = json.loads(subprocess.run([NODE, str(HARNESS / "http1_grpc.mjs"), origin.url], capture_output=True,
                                        text=True, timeout=60, cwd=PROJECT).stdout)
     assert direct["status"] == 200 and direct["trailers"] == {"grpc-status": "0"}
     runner = Runner({"ORIGIN_URL": origin.url}, persist_to=tmp_path, main="tests/runtime/workers/relay.py")
     try:
-        relayed = json.loads(subprocess.run(["node", str(HARNESS / "http1_grpc.mjs"), runner.url], capture_output=True,
+        relayed = json.loads(subprocess.run([NODE, str(HARNESS / "http1_grpc.mjs"), runner.url], capture_output=True,
                                             text=True, timeout=60, cwd=PROJECT).stdout)
     finally:
         runner.stop()
@@ -220,7 +199,7 @@ def test_allowed_native_grpc_is_answered_unimplemented_never_half_relayed(stack,
     # an allowed one is answered 12 UNIMPLEMENTED naming the reason, and the origin is not called.
     answers = {}
     for token in (None, user):
-        answer = json.loads(subprocess.run(["node", str(HARNESS / "http1_grpc.mjs"), stack.url, *([token] if token else [])],
+        answer = json.loads(subprocess.run([NODE, str(HARNESS / "http1_grpc.mjs"), stack.url, *([token] if token else [])],
                                            capture_output=True, text=True, timeout=60, cwd=PROJECT).stdout)
         answers[token is not None] = answer
     refused, allowed = answers[False], answers[True]

@@ -5,7 +5,8 @@
 //   node server.mjs [--port N]
 //
 // Prints one JSON line {"url": …} when listening, then one JSON line per call it handles
-// ({"call": method, "content_type": …}), so a test can tell whether a call reached it.
+// ({"call": method, "content_type": …}) and per other request ({"unrouted": method, "path": …}),
+// so a test can tell whether a call reached it.
 import http from "node:http";
 import { parseArgs } from "node:util";
 import { ConnectError, Code } from "@connectrpc/connect";
@@ -64,7 +65,13 @@ const routes = (router) => router.service(Orders, {
   },
 });
 
-const server = http.createServer(connectNodeAdapter({ routes }));
+// Anything that is not an RPC (a CORS preflight that got through, say) is logged too, then 404.
+function fallback(request, response) {
+  process.stdout.write(JSON.stringify({ unrouted: request.method, path: request.url }) + "\n");
+  response.writeHead(404).end();
+}
+
+const server = http.createServer(connectNodeAdapter({ routes, fallback }));
 server.listen(Number(values.port), "127.0.0.1", () => {
   process.stdout.write(JSON.stringify({ url: `http://127.0.0.1:${server.address().port}` }) + "\n");
 });
