@@ -1,13 +1,18 @@
 // The page script of the browser test (tests/runtime/test_cors_browser.py), bundled with esbuild:
-// Connect-ES's browser transports (@connectrpc/connect-web: fetch) calling the gateway on
-// another origin, so every call is a CORS request, preflighted (it sends authorization). Posts
-// what each call gave to /report on the page's own origin (or what went wrong, as {"error"}).
+// Connect-ES's browser transports (@connectrpc/connect-web: fetch; Connect and gRPC-Web) and
+// grpc-web, gRPC's own browser client (XMLHttpRequest; gRPC-Web's text format), calling the
+// gateway on another origin, so every call is a CORS request, preflighted (it sends
+// authorization). Posts what each call gave to /report on the page's own origin (or what went
+// wrong, as {"error"}).
 //
 // Query: ?gateway=URL&token=JWT
 import { createClient, ConnectError, Code } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcWebTransport } from "@connectrpc/connect-web";
-import { toJson } from "@bufbuild/protobuf";
-import { Orders, OrderSchema } from "./gen/shop/v1/orders_pb.js";
+import { create, fromBinary, toBinary, toJson } from "@bufbuild/protobuf";
+import { GrpcWebClientBase, MethodDescriptor, MethodType, StatusCode } from "grpc-web";
+import {
+  CancelOrderRequestSchema, GetOrderRequestSchema, ListOrdersRequestSchema, Orders, OrderSchema,
+} from "./gen/shop/v1/orders_pb.js";
 
 const params = new URLSearchParams(location.search);
 const baseUrl = params.get("gateway");
@@ -19,7 +24,49 @@ const transports = {
 };
 const codeName = (code) => Code[code].replace(/([a-z])([A-Z])/g, "$1_$2").toLowerCase();
 
+// grpc-web: its generic client with method descriptors over protobuf-es's codecs.
+const googleClient = new GrpcWebClientBase({ format: "text" });
+const descriptors = {
+  getOrder: ["GetOrder", MethodType.UNARY, GetOrderRequestSchema],
+  listOrders: ["ListOrders", MethodType.SERVER_STREAMING, ListOrdersRequestSchema],
+  cancelOrder: ["CancelOrder", MethodType.UNARY, CancelOrderRequestSchema],
+};
+const statusName = (code) => Object.keys(StatusCode).find((name) => StatusCode[name] === code).toLowerCase()
+  .replace("cancelled", "canceled");
+
+function googleCall(method, request, withToken, result) {
+  const [name, type, schema] = descriptors[method];
+  const descriptor = new MethodDescriptor(`/shop.v1.Orders/${name}`, type, Object, Object,
+    (message) => toBinary(schema, create(schema, message)), (bytes) => fromBinary(OrderSchema, bytes));
+  const metadata = withToken ? { authorization: `Bearer ${token}` } : {};
+  const url = `${baseUrl}/shop.v1.Orders/${name}`;
+  const received = (order) => result.messages.push({ ...toJson(OrderSchema, order), received_at_ms: Date.now() });
+  return new Promise((resolve) => {
+    const failed = (error) => { result.code = statusName(error.code); result.message = error.message; resolve(); };
+    if (type === MethodType.UNARY) {
+      googleClient.rpcCall(url, request, metadata, descriptor, (error, order) => {
+        if (error) return failed(error);
+        received(order);
+        result.ok = true;
+        resolve();
+      });
+      return;
+    }
+    const stream = googleClient.serverStreaming(url, request, metadata, descriptor);
+    stream.on("data", received);
+    stream.on("error", failed);
+    stream.on("end", () => { result.ok = true; resolve(); });
+  });
+}
+
 async function call(transport, method, request, withToken) {
+  if (transport === "grpc-web-text") {
+    const result = { transport, method, with_token: withToken, ok: false, code: null, message: null, messages: [] };
+    const started = Date.now();
+    await googleCall(method, request, withToken, result);
+    result.elapsed_ms = Date.now() - started;
+    return result;
+  }
   const client = createClient(Orders, transports[transport]);
   const options = { headers: withToken ? { authorization: `Bearer ${token}` } : {}, timeoutMs: 20000 };
   const result = { transport, method, with_token: withToken, ok: false, code: null, message: null, messages: [] };
@@ -44,7 +91,7 @@ async function call(transport, method, request, withToken) {
 
 async function main() {
   const results = [];
-  for (const transport of Object.keys(transports)) {
+  for (const transport of [...Object.keys(transports), "grpc-web-text"]) {
     results.push(await call(transport, "getOrder", { id: "b-1" }, true));
     results.push(await call(transport, "listOrders", { count: 3, delayMs: 300 }, true));
     results.push(await call(transport, "getOrder", { id: "b-2" }, false));

@@ -2,6 +2,12 @@
 // HTTP/1.1, serving shop.v1.Orders in the Connect, gRPC-Web and gRPC protocols (gRPC over
 // HTTP/1.1 with HTTP trailers, which Node can send).
 //
+// Connect serves gRPC-Web's binary format only; calls in the text format
+// (application/grpc-web-text: the same frames, base64) are translated in front of it, as
+// Envoy's grpc_web filter or grpcwebproxy would: the body decoded and passed on as
+// application/grpc-web+proto, the answer base64-encoded as it streams (in groups of three
+// bytes, so the text never has padding before its end).
+//
 //   node server.mjs [--port N]
 //
 // Prints one JSON line {"url": …} when listening, then one JSON line per call it handles
@@ -71,7 +77,39 @@ function fallback(request, response) {
   response.writeHead(404).end();
 }
 
-const server = http.createServer(connectNodeAdapter({ routes, fallback }));
+const connect = connectNodeAdapter({ routes, fallback });
+
+function textFormat(request, response) {
+  const chunks = [];
+  request.on("data", (chunk) => chunks.push(chunk));
+  request.on("end", () => {
+    const body = Buffer.from(Buffer.concat(chunks).toString("latin1"), "base64");
+    const headers = { ...request.headers, "content-type": "application/grpc-web+proto", "content-length": body.length };
+    delete headers["transfer-encoding"];
+    const inner = http.request({ host: "127.0.0.1", port: server.address().port, method: request.method,
+                                 path: request.url, headers }, (answer) => {
+      const out = { ...answer.headers, "content-type": "application/grpc-web-text+proto" };
+      delete out["content-length"];
+      delete out["transfer-encoding"];
+      response.writeHead(answer.statusCode, out);
+      let rest = Buffer.alloc(0);
+      answer.on("data", (chunk) => {
+        const all = Buffer.concat([rest, chunk]);
+        const whole = all.length - (all.length % 3);
+        if (whole) response.write(all.subarray(0, whole).toString("base64"));
+        rest = all.subarray(whole);
+      });
+      answer.on("end", () => response.end(rest.length ? rest.toString("base64") : undefined));
+    });
+    inner.on("error", () => response.destroy());
+    inner.end(body);
+  });
+}
+
+const server = http.createServer((request, response) => {
+  if ((request.headers["content-type"] ?? "").startsWith("application/grpc-web-text")) return textFormat(request, response);
+  return connect(request, response);
+});
 server.listen(Number(values.port), "127.0.0.1", () => {
   process.stdout.write(JSON.stringify({ url: `http://127.0.0.1:${server.address().port}` }) + "\n");
 });
