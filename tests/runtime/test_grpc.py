@@ -268,16 +268,22 @@ def test_responses_of_cors_routes_carry_cors_headers_refusals_too(stack):
     assert allowed["ok"] and refused["code"] == "unauthenticated" and origin_error["code"] == "not_found"
     for result in (allowed, refused, origin_error):
         header = result["response_header"]
+        # The gateway's, never the origin's own ("*", "x-origin-own": server.mjs).
         assert header["access-control-allow-origin"] == "https://shop.example.com"
         assert "Origin" in header["vary"]
         exposed = header["access-control-expose-headers"].split(", ")
-        assert {"grpc-status", "grpc-message"} <= set(exposed)
+        assert {"grpc-status", "grpc-message"} <= set(exposed) and "x-origin-own" not in exposed
     # The gateway's own refusal exposes its own headers too (the challenge, the request id).
     assert {"www-authenticate", "x-request-id"} <= set(refused["response_header"]["access-control-expose-headers"].split(", "))
     # Another origin: no CORS headers (the browser hides the answer), the call itself is decided as always.
     (other,) = rpc(stack.url, [{**calls[0], "headers": {"origin": "https://evil.example"}}])
     assert other["ok"] and "access-control-allow-origin" not in other["response_header"]
     assert "Origin" in other["response_header"]["vary"]
+    # A route without CORS at the gateway: the origin's own answer passes untouched.
+    (ops,) = rpc(stack.url, [{"transport": "grpc-web", "method": "cancelOrder", "request": {"id": "a"},
+                              "token": stack.tenant.mint(kind="app", claims={"roles": ["Orders.Operate"]}),
+                              "headers": {"origin": "https://shop.example.com"}}])
+    assert ops["ok"] and ops["response_header"]["access-control-allow-origin"] == "*"
 
 
 def test_origin_down_is_unavailable_to_every_client(stack, origin):

@@ -106,7 +106,11 @@ function textFormat(request, response) {
   });
 }
 
+// Like many services, it also answers CORS its own (too open) way on every response: where the
+// gateway answers CORS for a route, these must not reach the browser.
 const server = http.createServer((request, response) => {
+  response.setHeader("access-control-allow-origin", "*");
+  response.setHeader("access-control-expose-headers", "x-origin-own");
   if ((request.headers["content-type"] ?? "").startsWith("application/grpc-web-text")) return textFormat(request, response);
   return connect(request, response);
 });
