@@ -48,6 +48,11 @@ def parse_origin(origin: str) -> tuple[str, str, str] | None:
     return found.group(1), found.group(2), found.group(3) or ""
 
 
+def is_method(value: str) -> bool:
+    """An HTTP method (a token), as `Access-Control-Request-Method` must hold."""
+    return bool(value) and _TOKEN_RE.match(value.lower()) is not None
+
+
 def header_list(value: str | None) -> list[str] | None:
     """`Access-Control-Request-Headers` as lower-case names; None if it is not a list of tokens."""
     if not value or not value.strip():

@@ -20,7 +20,7 @@ from .audit import audit_line
 from .bounded import BoundedMap, strings_bytes
 from .client_auth import ClientCredential
 from .config import Config, ConfigError
-from .cors import PREFLIGHT_REFUSED, CorsPolicy
+from .cors import PREFLIGHT_REFUSED, CorsPolicy, is_method
 from .credential import extract_bearer
 from .denials import HTML, Answer, client_kind, deny, from_error, insufficient_scope_challenge, is_native_grpc
 from .entra import TokenEndpoint
@@ -182,6 +182,8 @@ class Gateway:
         route, whose preflight is decided like any OPTIONS request. The route is the one the
         request the preflight announces (its method, this host and path) would be decided by."""
         requested = request.cors_method.strip().upper()
+        if not is_method(requested):
+            return None
         route = self.policy.match(requested, target.host, target.path)
         if route is None or route.cors is None or route.fixed_decision is not None:
             return None

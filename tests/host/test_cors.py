@@ -210,6 +210,10 @@ def test_preflights_for_routes_without_cors_are_decided_as_before(gateway):
     # A route without CORS: the OPTIONS request goes through the policy like any other.
     answer = preflight(gateway, "/plain/x")
     assert (answer.status, answer.code, answer.rule) == (401, "missing_token", "plain")
+    # Not a method at all: not a preflight the gateway answers.
+    for method in ("", " ", "GET POST", "G\u00c9T"):
+        answer = preflight(gateway, "/api/items", method=method)
+        assert (answer.status, answer.code) == (403, "method_not_allowed"), method
     # A method no route takes at this path: decided as before too.
     answer = preflight(gateway, "/api/items", method="PUT")
     assert (answer.status, answer.code) == (403, "method_not_allowed")
