@@ -101,6 +101,7 @@ class Default(WorkerEntrypoint):
             if failure is not None:
                 response, status = _response(failure), failure.status
         else:
+            await platform_io.drain_body(js_request)
             response, status = _response(result), result.status
         line = _gateway.audit(incoming, result, status, (platform_io.clock() - started) * 1000, failure)
         if line:

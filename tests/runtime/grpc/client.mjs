@@ -93,5 +93,5 @@ for await (const chunk of process.stdin) input += chunk;
 const { base_url: baseUrl, calls } = JSON.parse(input);
 const results = [];
 for (const spec of calls) results.push(await call(baseUrl, spec));
-process.stdout.write(JSON.stringify(results) + "\n");
-process.exit(0);
+// Exit once the output is flushed (a pipe takes 64 KiB at a time): grpc-js keeps the loop alive.
+process.stdout.write(JSON.stringify(results) + "\n", () => process.exit(0));
