@@ -73,6 +73,9 @@ class Default(WorkerEntrypoint):
             connection=headers.get("connection"),
             upgrade=headers.get("upgrade"),
             body_without_length=bool(js_request.body) and "content-length" not in headers,
+            connect_version=headers.get("connect-protocol-version"),
+            cors_method=headers.get("access-control-request-method"),
+            cors_headers=headers.get("access-control-request-headers"),
         )
         if _gateway is None:
             try:
@@ -90,16 +93,20 @@ class Default(WorkerEntrypoint):
         if isinstance(result, Forward):
             try:
                 js_response = await platform_io.forward(js_request, result.url, result.strip, result.add, _gateway.config.origin_timeout)
-                response = Response(platform_io.with_request_id(js_response, request_id))
+                relayed = platform_io.with_request_id(js_response, request_id)
+                if result.cors is not None:
+                    relayed = platform_io.with_cors(relayed, result.cors.response_headers(incoming.origin))
+                response = Response(relayed)
                 status = js_response.status
             except (platform_io.OriginTimeout, platform_io.OriginUnreachable) as error:
-                failure = origin_failure(incoming, isinstance(error, platform_io.OriginTimeout))
+                failure = origin_failure(incoming, isinstance(error, platform_io.OriginTimeout), result.cors)
             except Exception as error:  # a bug in forwarding: answered and audited like one in the core
                 platform_io.log(f"internal error (request {request_id}): {type(error).__name__}: {error}")
                 failure = internal_error(incoming)
             if failure is not None:
                 response, status = _response(failure), failure.status
         else:
+            await platform_io.drain_body(js_request)
             response, status = _response(result), result.status
         line = _gateway.audit(incoming, result, status, (platform_io.clock() - started) * 1000, failure)
         if line:

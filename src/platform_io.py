@@ -424,3 +424,40 @@ def with_request_id(js_response, request_id: str):
     response = js.Response.new(js_response.body, js_response)
     response.headers.set("x-request-id", request_id)
     return response
+
+
+def with_cors(js_response, headers):
+    """The response (from `with_request_id`) with a route's CORS headers: the origin's own
+    `Access-Control-*` headers are replaced (the gateway answers CORS for the route), `Vary`
+    is added to. A WebSocket upgrade (101) is passed on as it is."""
+    if js_response.status == 101:
+        return js_response
+    response_headers = js_response.headers
+    theirs = [name for name in response_headers.keys() if name.startswith("access-control-")]
+    for name in theirs:
+        response_headers.delete(name)
+    for name, value in headers:
+        if name == "vary":
+            response_headers.append(name, value)
+        else:
+            response_headers.set(name, value)
+    return js_response
+
+
+# What a refusal reads of the request body before answering (platform_io.drain_body).
+DRAIN_BYTES = 64 * 1024
+DRAIN_SECONDS = 1.0
+
+
+async def drain_body(js_request) -> None:
+    """Read and discard the request body the gateway is refusing, up to DRAIN_BYTES and
+    DRAIN_SECONDS. workerd closes a connection whose request body was left unread, and an
+    HTTP/1.1 client still sending its body (Connect's Node transport streams it after the
+    headers) then gets a broken pipe instead of the answer (tests/runtime/test_grpc.py). A
+    larger or slower body is left, as before."""
+    if not js_request.body or js_request.bodyUsed:
+        return
+    try:
+        await asyncio.wait_for(read_capped(js_request.body, DRAIN_BYTES), DRAIN_SECONDS)
+    except (TimeoutError, JsException):
+        pass

@@ -1,8 +1,18 @@
 """Answers the gateway gives itself (denials, errors, its own endpoints), in the client's terms.
 
-- gRPC clients (`content-type: application/grpc…`) get a trailers-only response: HTTP 200,
-  `grpc-status` (16 UNAUTHENTICATED, 7 PERMISSION_DENIED, …) and a percent-encoded
-  `grpc-message`, no body, as the gRPC-over-HTTP/2 spec requires.
+- RPC clients get the status in their protocol's own form (`rpc_kind` tells them apart). The
+  code is the gRPC code for the HTTP status (16 UNAUTHENTICATED, 7 PERMISSION_DENIED, 14
+  UNAVAILABLE, …; Connect shares the codes, by name); the message names the reason and the
+  request id.
+  - gRPC (`application/grpc…`) and gRPC-Web (`application/grpc-web…`, binary and text): a
+    trailers-only response, HTTP 200, `grpc-status` and a percent-encoded `grpc-message` as
+    headers, no body (gRPC over HTTP/2 and PROTOCOL-WEB.md; what Connect's and grpc-web's
+    clients read).
+  - Connect unary (a `connect-protocol-version` header, or GET with `connect=v1`): the HTTP
+    status the Connect spec gives the code (unauthenticated 401, permission_denied 403,
+    unavailable 503, …) and a JSON error body `{"code": …, "message": …}`.
+  - Connect streaming (`application/connect+…`): HTTP 200 and one end-of-stream message
+    (flags 0x02) holding `{"error": {"code": …, "message": …}}`.
 - Browsers (`Accept` naming text/html) get a short HTML page.
 - Everyone else gets RFC 9457 problem JSON.
 401s carry an RFC 6750 `WWW-Authenticate: Bearer` challenge (`error="invalid_token"` when a
@@ -20,14 +30,35 @@ from .identity import Identity
 
 REALM = "entragate"
 JSON, HTML, GRPC = "json", "html", "grpc"
+# gRPC-Web (binary proto, binary JSON, text), Connect unary, Connect streaming (proto, JSON).
+GRPC_WEB, GRPC_WEB_JSON, GRPC_WEB_TEXT = "grpc-web", "grpc-web+json", "grpc-web-text"
+CONNECT_UNARY, CONNECT_STREAM, CONNECT_STREAM_JSON = "connect", "connect-stream", "connect-stream+json"
+# Kinds whose refusal is trailers-only (status in headers, no body).
+_TRAILERS_ONLY = {
+    GRPC: "application/grpc",
+    GRPC_WEB: "application/grpc-web+proto",
+    GRPC_WEB_JSON: "application/grpc-web+json",
+    GRPC_WEB_TEXT: "application/grpc-web-text+proto",
+}
+_CONNECT_STREAM_TYPES = {CONNECT_STREAM: "application/connect+proto", CONNECT_STREAM_JSON: "application/connect+json"}
+RPC_KINDS = frozenset({*_TRAILERS_ONLY, CONNECT_UNARY, *_CONNECT_STREAM_TYPES})
 
 _TITLES = {
     400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
     411: "Length Required", 500: "Internal Server Error",
     502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout",
 }
-# https://grpc.github.io/grpc/core/md_doc_http-grpc-status-mapping.html, read in reverse
-_GRPC_STATUS = {400: 3, 401: 16, 403: 7, 500: 13, 502: 14, 503: 14, 504: 4}
+# https://grpc.github.io/grpc/core/md_doc_http-grpc-status-mapping.html, read in reverse (404 and
+# 501: 12 UNIMPLEMENTED)
+_GRPC_STATUS = {400: 3, 401: 16, 403: 7, 404: 12, 500: 13, 501: 12, 502: 14, 503: 14, 504: 4}
+# https://connectrpc.com/docs/protocol/#error-codes: the code's name, and the HTTP status a
+# Connect unary error carries.
+_CONNECT_CODES = {
+    1: ("canceled", 499), 2: ("unknown", 500), 3: ("invalid_argument", 400), 4: ("deadline_exceeded", 504),
+    5: ("not_found", 404), 6: ("already_exists", 409), 7: ("permission_denied", 403), 8: ("resource_exhausted", 429),
+    9: ("failed_precondition", 400), 10: ("aborted", 409), 11: ("out_of_range", 400), 12: ("unimplemented", 501),
+    13: ("internal", 500), 14: ("unavailable", 503), 15: ("data_loss", 500), 16: ("unauthenticated", 401),
+}
 _MESSAGES = {
     "missing_token": "A bearer token is required.",
     "invalid_token": "The bearer token is not valid.",
@@ -40,6 +71,8 @@ _MESSAGES = {
     "gateway_misconfigured": "The gateway is misconfigured.",
     "groups_unavailable": "Group membership cannot be checked right now; try again shortly.",
     "graph_not_consented": "The organisation has not allowed the gateway to check group membership.",
+    "grpc_unsupported": "Native gRPC cannot pass through this gateway: a Cloudflare Worker cannot send the HTTP "
+                        "trailers that carry every gRPC call's status. Call it with gRPC-Web or Connect.",
 }
 
 
@@ -48,11 +81,12 @@ class Answer:
     status: int
     code: str  # stable reason code, also in the audit line
     headers: tuple[tuple[str, str], ...]
-    body: str | None  # None: no body at all (gRPC trailers-only)
+    body: str | bytes | None  # None: no body at all (trailers-only); bytes: a Connect end-of-stream message
     # For the audit line of a policy denial: who was refused, by which rule.
     rule: str | None = None
     identity: Identity | None = None
-    # gRPC answers are HTTP 200; the audit line carries the gRPC status that was refused with.
+    # RPC answers (gRPC, gRPC-Web, Connect): the status code they were refused with, for the
+    # audit line (gRPC and Connect streaming answers are HTTP 200).
     grpc_status: int | None = None
     # Where the groups that decided came from (graph.py: token | graph | cache), for the audit line.
     groups_source: str | None = None
@@ -60,12 +94,44 @@ class Answer:
     cause: str | None = None
 
 
-def client_kind(accept: str | None, content_type: str | None) -> str:
-    if content_type and content_type.lower().startswith("application/grpc"):
-        return GRPC
+def client_kind(accept: str | None, content_type: str | None, connect_version: str | None = None,
+                method: str | None = None, url: str | None = None) -> str:
+    """How to answer this client: an RPC kind (`rpc_kind`), HTML for browsers, else JSON."""
+    kind = rpc_kind(content_type, connect_version, method, url)
+    if kind is not None:
+        return kind
     if accept and "text/html" in accept.lower():
         return HTML
     return JSON
+
+
+def rpc_kind(content_type: str | None, connect_version: str | None = None, method: str | None = None,
+             url: str | None = None) -> str | None:
+    """The RPC protocol a request speaks, from the headers its clients always send: the
+    content-type (gRPC, gRPC-Web, Connect streaming), or Connect unary's
+    `connect-protocol-version` header (its content-type, application/json or /proto, is
+    anyone's), or a Connect GET (`?connect=v1`). None: not an RPC call."""
+    media = (content_type or "").partition(";")[0].strip().lower()
+    if media.startswith("application/grpc"):
+        if media.startswith("application/grpc-web-text"):
+            return GRPC_WEB_TEXT
+        if media.startswith("application/grpc-web"):
+            return GRPC_WEB_JSON if media.endswith("+json") else GRPC_WEB
+        return GRPC
+    if media.startswith("application/connect+"):
+        return CONNECT_STREAM_JSON if media.endswith("+json") else CONNECT_STREAM
+    if connect_version is not None and (not media or media.startswith("application/")):
+        return CONNECT_UNARY
+    if method == "GET" and url and "connect=v1" in url:
+        query = url.partition("?")[2].partition("#")[0]
+        if "connect=v1" in query.split("&"):
+            return CONNECT_UNARY
+    return None
+
+
+def is_native_grpc(content_type: str | None) -> bool:
+    """gRPC proper (HTTP/2, status in trailers), not gRPC-Web."""
+    return rpc_kind(content_type) == GRPC
 
 
 def _quoted(text: str) -> str:
@@ -93,15 +159,9 @@ def deny(status: int, code: str, detail: str, request_id: str, kind: str = JSON,
     if retry_after is not None:
         headers.append(("retry-after", str(retry_after)))
     message = _MESSAGES.get(code, "The request is not allowed." if status == 403 else detail)
-    if kind == GRPC:
-        grpc_message = quote(f"{message} ({code}, request {request_id})", safe=" ")
-        grpc_status = _GRPC_STATUS.get(status, 2)
-        headers += [
-            ("content-type", "application/grpc"),
-            ("grpc-status", str(grpc_status)),
-            ("grpc-message", grpc_message),
-        ]
-        return Answer(200, code, tuple(headers), None, rule, identity, grpc_status, groups_source, cause)  # trailers-only
+    if kind in RPC_KINDS:
+        return _rpc_answer(kind, status, code, f"{message} ({code}, request {request_id})", headers, rule, identity,
+                           groups_source, cause)
     title = _TITLES.get(status, "Error")
     if kind == HTML:
         page = _page(status, title, code, message, detail, request_id, rule, identity)
@@ -113,6 +173,32 @@ def deny(status: int, code: str, detail: str, request_id: str, kind: str = JSON,
     })
     return Answer(status, code, tuple(headers + [("content-type", "application/problem+json")]), body, rule, identity,
                   groups_source=groups_source, cause=cause)
+
+
+def _rpc_answer(kind: str, status: int, code: str, message: str, headers: list, rule, identity, groups_source,
+                cause) -> Answer:
+    grpc_status = _GRPC_STATUS.get(status, 2)
+    content_type = _TRAILERS_ONLY.get(kind)
+    if content_type is not None:  # trailers-only: no body
+        headers += [("content-type", content_type), ("grpc-status", str(grpc_status)),
+                    ("grpc-message", quote(message, safe=" "))]
+        return Answer(200, code, tuple(headers), None, rule, identity, grpc_status, groups_source, cause)
+    name, connect_status = _CONNECT_CODES[grpc_status]
+    error = {"code": name, "message": message}
+    if kind == CONNECT_UNARY:
+        headers.append(("content-type", "application/json"))
+        return Answer(connect_status, code, tuple(headers), json.dumps(error), rule, identity, grpc_status,
+                      groups_source, cause)
+    headers.append(("content-type", _CONNECT_STREAM_TYPES[kind]))
+    return Answer(200, code, tuple(headers), end_stream_message(error), rule, identity, grpc_status,
+                  groups_source, cause)
+
+
+def end_stream_message(error: dict) -> bytes:
+    """A Connect streaming response's last message: flags 0x02 (end of stream), a 32-bit
+    big-endian length, and JSON (whatever the codec) holding the error."""
+    payload = json.dumps({"error": error}).encode()
+    return b"\x02" + len(payload).to_bytes(4, "big") + payload
 
 
 # What a person is told about a refusal, in their terms (the reason code is shown beside it).

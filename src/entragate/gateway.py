@@ -12,7 +12,7 @@ header, a browser session (signin.py), and an anonymous navigation there is sent
 
 import json
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from urllib.parse import parse_qsl
 
 from .assertion import assertion_claims, sign_assertion
@@ -20,8 +20,9 @@ from .audit import audit_line
 from .bounded import BoundedMap, strings_bytes
 from .client_auth import ClientCredential
 from .config import Config, ConfigError
+from .cors import PREFLIGHT_REFUSED, CorsPolicy, is_method
 from .credential import extract_bearer
-from .denials import HTML, Answer, client_kind, deny, from_error, insufficient_scope_challenge
+from .denials import HTML, Answer, client_kind, deny, from_error, insufficient_scope_challenge, is_native_grpc
 from .entra import EntraUnavailable, TokenEndpoint
 from .errors import GatewayError, KeysUnavailable, MissingCredential
 from .flights import share_locally
@@ -61,6 +62,9 @@ class IncomingRequest:
     upgrade: str | None = None
     # The body streams without a declared length (Transfer-Encoding: chunked, or a stream).
     body_without_length: bool = False
+    connect_version: str | None = None  # connect-protocol-version (a Connect unary call)
+    cors_method: str | None = None  # access-control-request-method (a CORS preflight)
+    cors_headers: str | None = None  # access-control-request-headers
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,10 +76,13 @@ class Forward:
     rule: str
     reason: str
     groups_source: str | None = None  # token | graph | cache, when the route's rule tests groups
+    cors: CorsPolicy | None = None  # the route's CORS policy: headers for the response (cors.py)
 
 
-# Answers about the gateway itself, not decisions about a request: not audited.
-UNAUDITED = frozenset({"health", "jwks", "signed_out", "logout_confirm"})
+# Answers about the gateway itself, not decisions about a request: not audited. An answered CORS
+# preflight grants nothing (no credential is read, the origin is not called); the request that
+# follows it is decided and audited. A refused preflight is audited (cors_preflight_refused).
+UNAUDITED = frozenset({"health", "jwks", "signed_out", "logout_confirm", "cors_preflight"})
 SIGNIN_ENDPOINTS = frozenset({"callback", "logout", "frontchannel_logout", "signed_out", "signin"})
 # Sign-in events: neither a request forwarded nor one refused (audit decision "signin").
 SIGNIN_EVENTS = frozenset({"signin_complete", "logout", "frontchannel_logout"})
@@ -166,15 +173,41 @@ class Gateway:
         if target.endpoint in SIGNIN_ENDPOINTS:
             return await self._signin_endpoint(request, target, defer)
         method = request.method.upper()
+        if method == "OPTIONS" and request.cors_method is not None and request.origin is not None:
+            preflight = self._preflight(request, target)
+            if preflight is not None:
+                return preflight
         route = self.policy.match(method, target.host, target.path)
         if route is None:
             return _refuse(request, 403, "no_route", "no route allows this request")
         if route.fixed_decision is not None:  # e.g. method_not_allowed: no token can change it
-            return _refuse(request, 403, route.fixed_decision.reason, "not allowed by policy", rule=route.name)
-        try:
-            return await self._decide_route(request, defer, target, method, route)
-        except GatewayError as error:  # the audit line names the route that asked for a token
-            return _refusal(request, error, rule=route.name)
+            result = _refuse(request, 403, route.fixed_decision.reason, "not allowed by policy", rule=route.name)
+        else:
+            try:
+                result = await self._decide_route(request, defer, target, method, route)
+            except GatewayError as error:  # the audit line names the route that asked for a token
+                result = _refusal(request, error, rule=route.name)
+            if isinstance(result, Forward) and is_native_grpc(request.content_type):
+                # Allowed, but a Worker cannot relay it: the response's trailers (its status) would be lost.
+                result = _refuse(request, 501, "grpc_unsupported", "native gRPC cannot be relayed by a Worker",
+                                 rule=route.name, identity=result.identity, groups_source=result.groups_source)
+        return result if route.cors is None else with_cors(result, route.cors, request.origin)
+
+    def _preflight(self, request: IncomingRequest, target: Target) -> Answer | None:
+        """A CORS preflight for a route with a CORS policy, answered here; None for any other
+        route, whose preflight is decided like any OPTIONS request. The route is the one the
+        request the preflight announces (its method, this host and path) would be decided by."""
+        requested = request.cors_method.strip().upper()
+        if not is_method(requested):
+            return None
+        route = self.policy.match(requested, target.host, target.path)
+        if route is None or route.cors is None or route.fixed_decision is not None:
+            return None
+        methods = tuple(sorted({method for _, _, listed in route.match_spec for method in listed}))
+        refused, headers = route.cors.preflight(request.origin, requested, request.cors_headers, methods)
+        if refused is not None:
+            return _refuse(request, 403, PREFLIGHT_REFUSED, f"CORS preflight refused: {refused}", rule=route.name)
+        return Answer(204, "cors_preflight", (("x-request-id", request.request_id), *headers), None, rule=route.name)
 
     async def _decide_route(self, request, defer, target: Target, method: str, route) -> Forward | Answer:
         path_and_query = target.path_and_query
@@ -344,7 +377,7 @@ def decision_audit_line(request: IncomingRequest, result: Forward | Answer, stat
 # The client's kind (JSON, HTML, gRPC) is read only when refusing: most requests are not refused.
 def _refuse(request: IncomingRequest, status: int, code: str, detail: str, challenge: str | None = None, *,
             rule: str | None = None, identity: Identity | None = None, groups_source: str | None = None) -> Answer:
-    kind = client_kind(request.accept, request.content_type)
+    kind = client_kind(request.accept, request.content_type, request.connect_version, request.method, request.url)
     return deny(status, code, detail, request.request_id, kind, challenge, rule=rule, identity=identity,
                 groups_source=groups_source)
 
@@ -359,14 +392,25 @@ def _unforwardable_body(request: IncomingRequest, method: str, rule: str, identi
 
 def _refusal(request: IncomingRequest, error: GatewayError, *, rule: str | None = None,
              identity: Identity | None = None, groups_source: str | None = None) -> Answer:
-    return from_error(error, request.request_id, client_kind(request.accept, request.content_type), rule=rule,
-                      identity=identity, groups_source=groups_source)
+    kind = client_kind(request.accept, request.content_type, request.connect_version, request.method, request.url)
+    return from_error(error, request.request_id, kind, rule=rule, identity=identity, groups_source=groups_source)
 
 
-def origin_failure(request: IncomingRequest, timed_out: bool) -> Answer:
+def with_cors(result: Forward | Answer, cors: CorsPolicy, origin: str | None) -> Forward | Answer:
+    """The route's CORS headers: on a forward, for the origin's response (added by the shell);
+    on the gateway's own answer, now, exposing its headers too."""
+    if isinstance(result, Forward):
+        return replace(result, cors=cors)
+    headers = cors.response_headers(origin, result.headers)
+    return replace(result, headers=result.headers + headers) if headers else result
+
+
+def origin_failure(request: IncomingRequest, timed_out: bool, cors: CorsPolicy | None = None) -> Answer:
     if timed_out:
-        return _refuse(request, 504, "origin_timeout", "the origin did not answer in time")
-    return _refuse(request, 502, "origin_unreachable", "the origin could not be reached")
+        answer = _refuse(request, 504, "origin_timeout", "the origin did not answer in time")
+    else:
+        answer = _refuse(request, 502, "origin_unreachable", "the origin could not be reached")
+    return answer if cors is None else with_cors(answer, cors, request.origin)
 
 
 def internal_error(request: IncomingRequest) -> Answer:

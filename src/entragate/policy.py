@@ -9,7 +9,8 @@ Compiled form (format 3)::
     {"format": 3, "version": "<12 hex>", "spellings": "refuse" | "fold",
      "routes": [{"name": str, "source": str, "public": bool, "origin": str | null,
                  "allow": COND | null, "deny": COND | null,
-                 "match": [[HOST, PATTERN, [METHOD, ...]], ...]}, ...],
+                 "match": [[HOST, PATTERN, [METHOD, ...]], ...],
+                 "cors": CORS (optional: entragate/cors.py)}, ...],
      "index": INDEX, "folded": INDEX | null}
 
     INDEX   {"exact": {HOST: NODE}, "wild": {SUFFIX: NODE}, "any": NODE | null}
@@ -74,6 +75,7 @@ import gc
 import json
 from dataclasses import dataclass, replace
 
+from .cors import CorsPolicy
 from .errors import AmbiguousSpelling
 from .identity import Identity
 from .paths import canonical_host, fold_path
@@ -207,13 +209,13 @@ class Route:
     """One compiled route. `evaluate` is called with the validated identity."""
 
     __slots__ = (
-        "name", "source", "public", "origin", "login", "fixed_decision", "match_spec",
+        "name", "source", "public", "origin", "login", "fixed_decision", "match_spec", "cors",
         "_allow_json", "_deny_json", "_allow", "_deny", "_scopes", "_ready",
         "_allowed", "_denied", "_overage", "_not_met", "_scope", "uses_groups",
     )
 
     def __init__(self, name, source="", public=False, origin=None, allow=None, deny=None,
-                 match_spec=(), fixed_decision=None, login=False):
+                 match_spec=(), fixed_decision=None, login=False, cors=None):
         self.name = name
         self.source = source
         self.public = public
@@ -224,6 +226,9 @@ class Route:
         # known without a token, so the gateway may answer it without validating one.
         self.fixed_decision = fixed_decision
         self.match_spec = match_spec
+        # CORS answered at the edge (cors.CorsPolicy), or None: preflights are decided like any
+        # OPTIONS request and responses carry no CORS headers of the gateway's.
+        self.cors = cors
         self._allow_json = allow
         self._deny_json = deny
         # Whether group membership can take part in this route's decisions (the audit line
@@ -384,6 +389,7 @@ class Policy:
                 item["name"], item.get("source", ""), bool(item.get("public", False)),
                 item.get("origin"), item.get("allow"), item.get("deny"), item.get("match", ()),
                 login=bool(item.get("login", False)),
+                cors=CorsPolicy(item["cors"]) if item.get("cors") else None,
             )
             if not route.public and route._allow_json is None and route._deny_json is None:
                 raise ValueError(f"compiled policy: route {route.name} has no condition")
@@ -403,7 +409,7 @@ class Policy:
             owner = self.route(slot[1])
             refusal = self._refusals[slot[1]] = Route(
                 owner.name, owner.source, match_spec=owner.match_spec,
-                fixed_decision=Decision(False, "method_not_allowed", owner.name),
+                fixed_decision=Decision(False, "method_not_allowed", owner.name), cors=owner.cors,
             )
         return refusal
 

@@ -392,7 +392,8 @@ def _printable_ascii(text: str) -> bool:
 
 
 @settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(tokens_with_odd_strings(), st.sampled_from([None, "text/html"]), st.sampled_from([None, "application/grpc"]))
+@given(tokens_with_odd_strings(), st.sampled_from([None, "text/html"]),
+       st.sampled_from([None, "application/grpc", "application/grpc-web+proto", "application/connect+json"]))
 def test_claims_of_any_string_are_refused_or_carried_safely(case, accept, content_type):
     kind, unicode_text, token = case
     method, path = REQUESTS[kind]
@@ -402,7 +403,12 @@ def test_claims_of_any_string_are_refused_or_carried_safely(case, accept, conten
     result = run(lambda defer: SIGNING_GATEWAY.handle(request, defer))
     event("forward" if isinstance(result, Forward) else f"refused: {result.code}")
     assert not any("internal error" in line for line in LOGS[logged:]), LOGS[logged:]
-    if isinstance(result, Forward):
+    if not isinstance(result, Forward) and result.code == "grpc_unsupported":
+        # Native gRPC the route allows: answered 12 UNIMPLEMENTED (a Worker cannot relay it).
+        assert unicode_text and content_type == "application/grpc" and result.grpc_status == 12, result
+        assert (result.status, result.body, result.identity is not None) == (200, None, True)
+        status = result.status
+    elif isinstance(result, Forward):
         assert unicode_text
         assert all(_printable_ascii(name) and _printable_ascii(value) for name, value in result.add)
         added, identity = dict(result.add), result.identity
@@ -420,7 +426,9 @@ def test_claims_of_any_string_are_refused_or_carried_safely(case, accept, conten
             assert result.code in ("invalid_token", "malformed_credential"), result
             assert (result.status, result.grpc_status) in ((401, None), (200, 16)), result
         assert all(_printable_ascii(name) and _printable_ascii(value) for name, value in result.headers)
-        if result.body is not None:
+        if isinstance(result.body, bytes):  # a Connect end-of-stream message: flags, length, JSON
+            assert result.body[0] == 2 and json.loads(result.body[5:].decode("utf-8"))["error"]["code"]
+        elif result.body is not None:
             result.body.encode("utf-8")  # strict: a page or problem JSON any client can read
         status = result.status
     line = decision_audit_line(request, result, status, 1.0, time.time())

@@ -265,7 +265,19 @@ def test_grpc_methods_are_routed_and_refused_in_grpc_terms(stack):
                        status=200, kind=kind, grpc_status=int(grpc_status))
     assert len(stack.origin.requests) == before, "a refused call never reaches the origin"
 
+    # Allowed, but native gRPC cannot pass through a Worker (its status travels in trailers):
+    # 12 UNIMPLEMENTED, nothing forwarded (tests/runtime/test_grpc.py has the evidence).
     status, headers, body = stack.request("POST", "/shop.v1.Orders/GetOrder", headers=grpc, body=frame, token=user)
+    assert (status, body, headers["grpc-status"]) == (200, b"", "12")
+    assert "gRPC-Web or Connect" in unquote(headers["grpc-message"])
+    assert_audited(stack, headers["x-request-id"], method="POST", path="/shop.v1.Orders/GetOrder",
+                   rule="orders-grpc-read", decision="deny", reason="grpc_unsupported", status=200, kind="user",
+                   grpc_status=12)
+    assert len(stack.origin.requests) == before
+
+    # gRPC-Web carries its status in the body: forwarded, body intact, identity added.
+    status, headers, body = stack.request("POST", "/shop.v1.Orders/GetOrder", body=frame, token=user,
+                                          headers={"content-type": "application/grpc-web+proto", "x-grpc-web": "1"})
     echo = json.loads(body)
     assert status == 200 and echo["path"] == "/shop.v1.Orders/GetOrder" and echo["body_length"] == 5
     assert echoed_headers(body)[PREFIX + "rule"] == ["orders-grpc-read"]

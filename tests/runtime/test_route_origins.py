@@ -150,10 +150,10 @@ def test_an_unreachable_route_origin_is_502_named_after_the_route(stack):
     line = stack.runner.audit_line(headers["x-request-id"])
     assert (line["rule"], line["decision"], line["reason"], line["status"]) == ("gone", "allow", "origin_unreachable", 502)
     assert line["oid"] == stack.tenant.user_oid
-    # A gRPC client is told 14 UNAVAILABLE in trailers-only form; the line carries it.
+    # A gRPC-Web client is told 14 UNAVAILABLE in trailers-only form; the line carries it.
     status, headers, body = stack.request("POST", "/gone/pkg.Service/Call", token=stack.tenant.mint(),
-                                          headers={"content-type": "application/grpc"}, body=b"\0\0\0\0\0")
+                                          headers={"content-type": "application/grpc-web+proto"}, body=b"\0\0\0\0\0")
     assert (status, body, headers["grpc-status"]) == (200, b"", "14")
-    assert headers["content-type"] == "application/grpc"
+    assert headers["content-type"] == "application/grpc-web+proto"
     line = stack.runner.audit_line(headers["x-request-id"])
     assert (line["rule"], line["reason"], line["status"], line["grpc_status"]) == ("gone", "origin_unreachable", 200, 14)

@@ -23,6 +23,7 @@ from pydantic import (
     model_validator,
 )
 
+from entragate.cors import parse_origin
 from entragate.errors import AmbiguousPath
 from entragate.paths import canonical_path, fold_segment
 from entragate.policy import SPELLINGS
@@ -39,6 +40,9 @@ REASONS = (
     "denied_by_rule", "condition_not_met", "insufficient_scope", "groups_overage",
     "ambiguous_path",
 )
+_HEADER_NAME_RE = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+# Browsers cap the preflight cache anyway (Chromium at 7200 s, Firefox at 86400 s).
+MAX_CORS_MAX_AGE = 86400
 
 
 def is_guid(value: str) -> bool:
@@ -121,6 +125,36 @@ def _check_method(value: str) -> str:
     return value
 
 
+def _check_cors_origin(value: str) -> str:
+    if value == "*":
+        return value
+    if value != value.lower():
+        raise ValueError(f"origin {value!r} must be lower-case (browsers send origins lower-cased)")
+    if value == "null":
+        raise ValueError("origin 'null' (sandboxed frames, file: pages, redirects) cannot be told apart; never allow it")
+    bare = value.replace("://*.", "://", 1)
+    parsed = parse_origin(bare)
+    if parsed is None:
+        raise ValueError(
+            f"origin {value!r} must be scheme://host[:port] (http or https, no path or trailing '/'), "
+            "'scheme://*.domain[:port]', or '*'"
+        )
+    scheme, host, port = parsed
+    if (scheme, port) in (("https", "443"), ("http", "80")):
+        raise ValueError(f"origin {value!r}: leave out the default port (browsers do)")
+    if port and not 0 < int(port) < 65536:
+        raise ValueError(f"origin {value!r}: port out of range")
+    if bare != value and (host.startswith("[") or "." not in host):
+        raise ValueError(f"origin {value!r}: a wildcard needs a domain of at least two labels after '*.'")
+    return value
+
+
+def _check_header_name(value: str) -> str:
+    if value != "*" and not _HEADER_NAME_RE.match(value):
+        raise ValueError(f"header name {value!r} is not an HTTP header name")
+    return value.lower()
+
+
 def _one_or_many(value: Any) -> Any:
     return [value] if isinstance(value, str) else value
 
@@ -147,6 +181,61 @@ Method = Annotated[str, AfterValidator(_check_method)]
 Values = Annotated[list[NonEmptyStr], Field(min_length=1)]
 
 _STRICT = ConfigDict(extra="forbid", strict=True)
+
+CorsOrigin = Annotated[str, AfterValidator(_check_cors_origin)]
+HeaderName = Annotated[str, AfterValidator(_check_header_name)]
+
+
+class Cors(BaseModel):
+    """CORS answered at the edge for a route (entragate/cors.py)."""
+
+    model_config = _STRICT
+
+    origins: Annotated[list[CorsOrigin], Field(min_length=1)] = Field(
+        description="Origins whose scripts may call the route: 'https://app.example.com' (exact, with a port "
+        "if not the default), 'https://*.example.com' (that scheme, any host below example.com), or '*' "
+        "(any origin; alone, and never with credentials)."
+    )
+    methods: Annotated[list[Method], Field(min_length=1)] | None = Field(
+        None, description="Methods scripts may use; a subset of the route's. Omitted: the route's methods."
+    )
+    headers: list[HeaderName] = Field(
+        default_factory=list,
+        description="Request headers scripts may send beside the CORS-safelisted ones, e.g. 'authorization', "
+        "'content-type', 'connect-protocol-version', 'x-grpc-web'. '*': any (never with credentials; it does not "
+        "cover 'authorization').",
+    )
+    expose: list[HeaderName] = Field(
+        default_factory=list,
+        description="Response headers scripts may read beside the safelisted ones, e.g. 'grpc-status', "
+        "'grpc-message'. The gateway's own refusals expose their headers anyway. '*': any (never with credentials).",
+    )
+    credentials: bool = Field(
+        False, description="Allow credentialed requests (cookies, e.g. a sign-in session): "
+        "Access-Control-Allow-Credentials: true. Needs exact or pattern origins, not '*'.",
+    )
+    max_age: Annotated[int, Field(ge=0, le=MAX_CORS_MAX_AGE)] | None = Field(
+        None, description="How long (seconds) browsers may cache a preflight answer (Access-Control-Max-Age)."
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "Cors":
+        if "*" in self.origins and len(self.origins) > 1:
+            raise ValueError("origins: '*' allows every origin; list it alone")
+        if self.credentials:
+            for key in ("origins", "headers", "expose"):
+                if "*" in getattr(self, key):
+                    raise ValueError(
+                        f"{key}: '*' cannot be used with credentials = true (browsers read it literally, or refuse "
+                        "the response); list the values"
+                    )
+        if self.methods is not None and "*" in self.methods:
+            raise ValueError("methods: list the methods (or leave `methods` out for the route's own)")
+        for key in ("origins", "methods", "headers", "expose"):
+            values = getattr(self, key) or []
+            if len(set(values)) != len(values):
+                raise ValueError(f"{key}: a value is listed twice")
+        return self
 
 
 class Condition(BaseModel):
@@ -218,6 +307,11 @@ class Route(BaseModel):
         "Entra's sign-in; other clients still need a bearer token. Needs ENTRA_CLIENT_ID, a client credential "
         "and SESSION_KEYS.",
     )
+    cors: Cors | None = Field(
+        None, description="Scripts on other origins may call this route: preflights are answered at the edge "
+        "(no token, no origin call) and responses carry CORS headers. Omitted: preflights are decided like any "
+        "OPTIONS request, and the gateway adds no CORS headers.",
+    )
 
     @model_validator(mode="after")
     def _access(self) -> "Route":
@@ -227,6 +321,11 @@ class Route(BaseModel):
             raise ValueError("a public route needs no sign-in: `login` and `public` exclude each other")
         if not self.public and self.allow is None and self.deny is None:
             raise ValueError("route needs `allow`, `deny`, or `public = true` (nothing is allowed by default)")
+        if self.cors is not None and self.cors.methods is not None and self.methods is not None and "*" not in self.methods:
+            other = [m for m in self.cors.methods if m not in self.methods]
+            if other:
+                raise ValueError(f"cors.methods: {', '.join(other)} not among the route's methods: a preflight for it "
+                                 "is decided by the route that takes that method")
         return self
 
 
