@@ -20,17 +20,22 @@ def pytest_collection_modifyitems(items):
             item.add_marker(pytest.mark.browser)
 
 
-# Package scope, not session: Playwright's sync API keeps an asyncio loop running in this thread
-# while it is open, and every later asyncio.run() in the session would then refuse to start.
-@pytest.fixture(scope="package")
-def chromium():
+@pytest.fixture(scope="session")
+def chromium_executable():
     if CHROMIUM is None:
         if os.environ.get("ENTRAGATE_REQUIRE_BROWSER"):
             pytest.fail("ENTRAGATE_REQUIRE_BROWSER is set but no chromium is installed (apt-get install chromium)")
         pytest.skip("no chromium on this machine (apt-get install chromium); .ci/run installs it")
+    return CHROMIUM
+
+
+# Module scope, not session: Playwright's sync API keeps an asyncio loop running in this thread
+# while it is open, and every asyncio.run() after it in the session would refuse to start.
+@pytest.fixture(scope="module")
+def chromium(chromium_executable):
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        browser = playwright.chromium.launch(executable_path=chromium_executable, args=CHROMIUM_ARGS)
         yield browser
         browser.close()

@@ -2,7 +2,7 @@
 on another with Connect-ES's browser transports (Connect, proto and JSON, and gRPC-Web, over
 fetch) and with grpc-web, gRPC's own browser client (gRPC-Web's text format, over
 XMLHttpRequest), sending the bearer token, so every call is preflighted. Headless Chromium
-(/usr/bin/chromium) runs the page (tests/runtime/grpc/browser.mjs, bundled with esbuild), which
+(Debian's chromium; tests/browser/conftest.py says when it is required) runs the page (tests/runtime/grpc/browser.mjs, bundled with esbuild), which
 posts what each call gave back to the page's own server.
 
 The gateway runs src/entry.py on a policy compiled here (tests/runtime/workers/policy_from_var.py:
@@ -12,7 +12,6 @@ tests/runtime/test_grpc.py.
 
 import json
 import queue
-import shutil
 import subprocess
 import textwrap
 import threading
@@ -25,12 +24,10 @@ from entragate_tools.compiler import compile_policies
 from fixtures.connect_origin import HARNESS, NODE, ConnectOrigin
 from fixtures.stack import PROJECT, Stack, environment_ok
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ESBUILD = PROJECT / "node_modules" / ".bin" / "esbuild"
 
 pytestmark = [
     pytest.mark.skipif(environment_ok() is not None, reason=str(environment_ok())),
-    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="no Chromium (/usr/bin/chromium) for the browser test"),
 ]
 
 PAGE = """<!doctype html>
@@ -74,7 +71,7 @@ class PageHandler(SimpleHTTPRequestHandler):
 
 
 @pytest.fixture(scope="module")
-def page_server(tmp_path_factory):
+def page_server(tmp_path_factory, chromium_executable):
     folder = tmp_path_factory.mktemp("page")
     (folder / "index.html").write_text(PAGE)
     built = subprocess.run([str(ESBUILD), str(HARNESS / "browser.mjs"), "--bundle", "--format=esm",
@@ -106,9 +103,9 @@ def stack(page_server, origin, tmp_path_factory):
         yield running
 
 
-def run_page(url: str, reports: queue.Queue, profile: Path) -> dict:
+def run_page(chromium: str, url: str, reports: queue.Queue, profile: Path) -> dict:
     """Open the page in headless Chromium and wait for its report."""
-    browser = subprocess.Popen([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+    browser = subprocess.Popen([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
                                 f"--user-data-dir={profile}", url],
                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
@@ -128,12 +125,13 @@ def run_page(url: str, reports: queue.Queue, profile: Path) -> dict:
     return report
 
 
-def test_a_page_on_another_origin_calls_the_gateway_preflight_and_all(stack, page_server, origin, tmp_path):
+def test_a_page_on_another_origin_calls_the_gateway_preflight_and_all(stack, page_server, origin, tmp_path,
+                                                                    chromium_executable):
     page, reports = page_server
     assert page.rsplit(":", 1)[1] != stack.url.rsplit(":", 1)[1]  # two origins
     token = stack.tenant.mint()
     before = len(origin.calls)
-    report = run_page(f"{page}/index.html?gateway={stack.url}&token={token}", reports, tmp_path / "profile")
+    report = run_page(chromium_executable, f"{page}/index.html?gateway={stack.url}&token={token}", reports, tmp_path / "profile")
     assert report["origin"] == page
     by_call = {(r["transport"], r["method"], r["with_token"]): r for r in report["results"]}
     for transport in ("connect", "connect-json", "grpc-web", "grpc-web-text"):
