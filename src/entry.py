@@ -40,7 +40,8 @@ def build_gateway(env) -> Gateway:
         policy_groups=referenced_groups(POLICY_DATA),
         signer=signer,
         share=platform_io.share,
-        platform=platform_io.SignInPlatform() if POLICY.has_login_routes else None,
+        # Sign-in and Google-authenticated origins sign as the gateway's app and seal what they keep.
+        platform=platform_io.SignInPlatform(),
     )
 
 

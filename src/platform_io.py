@@ -97,6 +97,30 @@ class WorkersHttp:
             document = None
         return response.status, document if isinstance(document, dict) else None
 
+    async def post_json(self, url: str, document: dict, headers: dict, timeout: float):
+        """POST a JSON document to an API (Google IAM Credentials): (status, JSON object or None,
+        the Retry-After header or None). Never follows a redirect; the timeout covers the body
+        too; every failure to get an answer is an HttpFailure."""
+        init = _js_object({
+            "method": "POST",
+            "headers": {**headers, "content-type": "application/json", "accept": "application/json"},
+            "body": json.dumps(document),
+            "redirect": "manual",
+            "signal": js.AbortSignal.timeout(int(timeout * 1000)),
+        })
+        try:
+            response = await js.fetch(url, init)
+            body = await read_capped(response.body, MAX_DOCUMENT_BYTES)
+        except JsException as error:
+            raise HttpFailure(f"{url} fetch failed: {error.name}") from None
+        if body is None:
+            raise HttpFailure(f"{url} answer too large")
+        try:
+            answer = json.loads(body)
+        except ValueError:
+            answer = None
+        return response.status, answer if isinstance(answer, dict) else None, response.headers.get("retry-after")
+
 
 async def read_capped(stream, limit: int) -> bytes | None:
     """A body stream read to its end, or None (the stream cancelled) past `limit` bytes."""

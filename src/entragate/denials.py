@@ -38,6 +38,8 @@ _MESSAGES = {
     "origin_unreachable": "The service behind the gateway could not be reached.",
     "origin_timeout": "The service behind the gateway did not answer in time.",
     "gateway_misconfigured": "The gateway is misconfigured.",
+    "origin_auth_unavailable": "The gateway cannot authenticate to the service behind it right now.",
+    "origin_auth_refused": "The service behind the gateway does not accept the gateway's credentials.",
 }
 
 

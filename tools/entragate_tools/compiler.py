@@ -20,7 +20,7 @@ from pydantic import BaseModel, ValidationError
 
 from entragate.policy import FORMAT, Policy
 
-from . import sessions_check, spellings, tenants
+from . import google_check, sessions_check, spellings, tenants
 from .schema import PolicyFile, is_guid
 
 ALIAS_KINDS = ("groups", "users", "clients", "tenants")
@@ -392,6 +392,7 @@ def compile_sources(sources: list, errors: list, warnings: list):
                 "public": route.public,
                 "origin": route.origin,
                 **({"login": True} if route.login else {}),
+                **google_check.origin_auth_json(route),
                 "allow": None if route.allow is None else condition_json(route.allow, aliases, ctx, ("allow",)),
                 "deny": None if route.deny is None else condition_json(route.deny, aliases, ctx, ("deny",)),
             }
@@ -529,6 +530,7 @@ def _compile_policies(directory, files, deployments) -> Compiled:
     warnings.extend(spellings.spelling_warnings(overlaps, routes_json, ctxs, policy, _host_text))
     warnings.extend(tenants.grant_warnings(routes_json, ctxs, deployments))
     warnings.extend(sessions_check.session_warnings(routes_json, ctxs))
+    warnings.extend(google_check.deployment_warnings(routes_json, ctxs, deployments))
     return Compiled(data, text, version, policy, sources, warnings, aliases)
 
 
