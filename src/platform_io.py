@@ -122,24 +122,6 @@ class WorkersHttp:
         return response.status, answer if isinstance(answer, dict) else None, response.headers.get("retry-after")
 
 
-async def read_capped(stream, limit: int) -> bytes | None:
-    """A body stream read to its end, or None (the stream cancelled) past `limit` bytes."""
-    if stream is None or stream is jsnull:
-        return b""
-    reader = stream.getReader()
-    chunks, size = [], 0
-    while True:
-        chunk = await reader.read()
-        if chunk.done:
-            return b"".join(chunks)
-        data = chunk.value.to_bytes()
-        size += len(data)
-        if size > limit:
-            await reader.cancel()
-            return None
-        chunks.append(data)
-
-
 async def read_capped(stream, cap: int) -> bytes | None:
     """A response body of at most `cap` bytes, or None: past `cap` the stream is cancelled
     (workerd closes the connection) and nothing more is read. Whatever Content-Length says or
