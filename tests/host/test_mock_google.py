@@ -40,7 +40,8 @@ def post(url, data: bytes, headers: dict):
         with urllib.request.urlopen(request, timeout=10) as response:
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read())
+        with error:
+            return error.code, json.loads(error.read())
 
 
 def app_token(tenant, **claims):
@@ -175,6 +176,7 @@ def test_the_echo_origin_in_cloud_run_mode_refuses_before_the_service(google):
         request = urllib.request.Request(origin.url + "/x", headers={"Authorization": "Bearer nope"})
         with pytest.raises(urllib.error.HTTPError) as refused:
             urllib.request.urlopen(request, timeout=10)
+        refused.value.close()
         assert refused.value.code == 401 and origin.requests == [] and len(origin.refusals) == 1
         token = google.mint_id_token(origin.url)
         request = urllib.request.Request(origin.url + "/x", headers={"Authorization": f"Bearer {token}"})

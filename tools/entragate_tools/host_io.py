@@ -56,7 +56,8 @@ class UrllibHttp:
             with _NO_REDIRECTS.open(request, timeout=timeout) as response:
                 status, body = response.status, response.read(MAX_DOCUMENT_BYTES + 1)
         except urllib.error.HTTPError as error:
-            status, body = error.code, error.read(MAX_DOCUMENT_BYTES + 1)
+            with error:
+                status, body = error.code, error.read(MAX_DOCUMENT_BYTES + 1)
         except (OSError, ValueError) as error:
             raise HttpFailure(f"{url} fetch failed: {type(error).__name__}") from None
         if len(body) > MAX_DOCUMENT_BYTES:
@@ -83,6 +84,8 @@ class UrllibHttp:
                 body = error.read(MAX_DOCUMENT_BYTES + 1)
             except OSError as failure:
                 raise HttpFailure(f"{url} fetch failed: {type(failure).__name__}") from None
+            finally:
+                error.close()
         except (OSError, ValueError) as error:
             raise HttpFailure(f"{url} fetch failed: {type(error).__name__}") from None
         if len(body) > MAX_DOCUMENT_BYTES:
