@@ -170,7 +170,6 @@ class CachedCredential:
         self._inflight = None
         self._failure: GatewayError | None = None
         self._failed_until = 0.0
-        self.fetches = 0  # attempts made (tests, health)
 
     def discard(self) -> None:
         """Forget the held credential (Google said it is no longer valid)."""
@@ -207,7 +206,6 @@ class CachedCredential:
         defer(_settled(flight))  # finishes for the others even if its request goes away
 
     async def _fetch_and_keep(self, defer) -> None:
-        self.fetches += 1
         try:
             value, expires_at = await self._fetch(defer)
             now = self._clock()
