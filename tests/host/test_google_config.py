@@ -63,6 +63,9 @@ def test_sovereign_or_test_endpoints_are_taken_as_entra_urls_are():
                     GOOGLE_IAM_CREDENTIALS_URL="http://127.0.0.1:9000/v1/").google
     assert google.sts_url == "https://sts.example.gov/v1/token"
     assert google.iam_credentials_url == "http://127.0.0.1:9000/v1"
+    # Reduced to the one spelling the runtime's URL parser prints, as ENTRA_AUTHORITY is.
+    assert config(**GOOGLE, GOOGLE_STS_URL="HTTPS://STS.Example.GOV:443/v1/token").google.sts_url == \
+        "https://sts.example.gov/v1/token"
 
 
 @pytest.mark.parametrize("variables,message", [
@@ -76,8 +79,15 @@ def test_sovereign_or_test_endpoints_are_taken_as_entra_urls_are():
     ({**GOOGLE, "GOOGLE_SERVICE_ACCOUNT": "a/../b@x.iam.gserviceaccount.com"}, "GOOGLE_SERVICE_ACCOUNT must be"),
     ({**GOOGLE, "GOOGLE_SERVICE_ACCOUNT": "a@x.com?x=1"}, "GOOGLE_SERVICE_ACCOUNT must be"),
     ({**GOOGLE, "GOOGLE_STS_URL": "http://sts.example/v1/token"}, "GOOGLE_STS_URL must be an https URL"),
-    ({**GOOGLE, "GOOGLE_STS_URL": "https://sts.example/v1/token?x=1"}, "GOOGLE_STS_URL must be an absolute"),
-    ({**GOOGLE, "GOOGLE_IAM_CREDENTIALS_URL": "ftp://iam.example"}, "GOOGLE_IAM_CREDENTIALS_URL must be"),
+    # Checked as Entra URLs are (authority.py): nothing two URL parsers could read differently.
+    ({**GOOGLE, "GOOGLE_STS_URL": "https://sts.example/v1/token?x=1"}, "GOOGLE_STS_URL path must be"),
+    ({**GOOGLE, "GOOGLE_STS_URL": "https://evil.example\\@sts.googleapis.com/v1/token"}, "GOOGLE_STS_URL"),
+    ({**GOOGLE, "GOOGLE_STS_URL": "https://user@sts.googleapis.com/v1/token"}, "GOOGLE_STS_URL"),
+    ({**GOOGLE, "GOOGLE_STS_URL": "https://sts.googleapis.com/v1/../token"}, "GOOGLE_STS_URL path must be"),
+    ({**GOOGLE, "GOOGLE_STS_URL": "https://sts.googleapis.com/v1/%74oken"}, "GOOGLE_STS_URL path must be"),
+    ({**GOOGLE, "GOOGLE_STS_URL": "https://127.1/v1/token"}, "GOOGLE_STS_URL host must be"),
+    ({**GOOGLE, "GOOGLE_STS_URL": "https://sts.googleapis.com"}, "GOOGLE_STS_URL"),
+    ({**GOOGLE, "GOOGLE_IAM_CREDENTIALS_URL": "ftp://iam.example/v1"}, "GOOGLE_IAM_CREDENTIALS_URL must be"),
     ({**GOOGLE, "ENTRA_WIF_SCOPE": "api://x"}, "ENTRA_WIF_SCOPE must be"),
     ({**GOOGLE, "ENTRA_WIF_SCOPE": "api://x/.default openid"}, "ENTRA_WIF_SCOPE must be"),
     ({**GOOGLE, "ENTRA_WIF_TENANT_ID": "contoso"}, "ENTRA_WIF_TENANT_ID must be"),
