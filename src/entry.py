@@ -40,8 +40,9 @@ def build_gateway(env) -> Gateway:
         policy_groups=referenced_groups(POLICY_DATA),
         signer=signer,
         share=platform_io.share,
-        # Sign-in and Graph lookups (a certificate credential is signed with WebCrypto).
-        platform=platform_io.SignInPlatform() if POLICY.has_login_routes or config.graph else None,
+        # Sign-in, Graph lookups and Google-authenticated origins sign as the gateway's app (a
+        # certificate credential with WebCrypto) and seal what they keep.
+        platform=platform_io.SignInPlatform() if POLICY.has_login_routes or config.graph or config.google else None,
     )
 
 

@@ -98,9 +98,9 @@ class WorkersHttp:
         return response.status, document if isinstance(document, dict) else None
 
     async def post_json(self, url: str, document: dict, headers: dict, timeout: float):
-        """POST a JSON document to an API (Microsoft Graph): (status, JSON object or None, the
-        Retry-After header or None). Never follows a redirect; the timeout covers the body too;
-        every failure to get an answer is an HttpFailure."""
+        """POST a JSON document to an API (Microsoft Graph, Google IAM Credentials): (status, JSON
+        object or None, the Retry-After header or None). Never follows a redirect; the timeout
+        covers the body too; every failure to get an answer is an HttpFailure."""
         init = _js_object({
             "method": "POST",
             "headers": {**headers, "content-type": "application/json", "accept": "application/json"},

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from .assertion import AssertionKeyError, parse_signing_key
-from .authority import canonical_authority
+from .authority import LOOPBACK_HOSTS, canonical_authority, document_url
 from .client_auth import Certificate, CredentialError, parse_certificate
 from .pages import DEFAULT_BRAND_NAME, EMAIL_PATTERN, HTTPS_PATTERN, LOGO_PATTERN, MAX_LOGO_CHARS, Branding
 from .sessions import SessionKey, SessionKeyError, parse_session_keys
@@ -71,6 +71,37 @@ class ClientSettings:
     secret: str | None
 
 
+# Google-authenticated origins (google.py): Google's endpoints, overridable for tests and
+# sovereign clouds, and how the gateway proves who it is there.
+DEFAULT_GOOGLE_STS_URL = "https://sts.googleapis.com/v1/token"
+DEFAULT_GOOGLE_IAM_CREDENTIALS_URL = "https://iamcredentials.googleapis.com/v1"
+ORIGIN_AUTH_KINDS = ("none", "google")
+# //iam.googleapis.com/projects/<number>/locations/global/workloadIdentityPools/<pool>/providers/<provider>:
+# pool and provider ids are 4-32 lower-case letters, digits and dashes (Google's rules).
+WORKLOAD_PROVIDER = re.compile(
+    r"^//[a-z0-9.-]+/projects/[0-9]{1,20}/locations/global/workloadIdentityPools/[a-z0-9-]{4,32}"
+    r"/providers/[a-z0-9-]{4,32}$")
+# A service account's e-mail (name@project.iam.gserviceaccount.com, or another domain in a
+# sovereign cloud): it goes into the IAM Credentials URL, so nothing but these characters.
+SERVICE_ACCOUNT = re.compile(r"^[a-z0-9][a-z0-9._-]{0,99}@[a-z0-9][a-z0-9.-]{0,200}[a-z0-9]$")
+# An audience is compared byte for byte by Google's front end: printable ASCII, no spaces.
+AUDIENCE = re.compile(r"^[\x21-\x7e]{1,512}$")
+DOT_DEFAULT = "/.default"
+
+
+@dataclass(frozen=True, slots=True)
+class GoogleSettings:
+    """Workload identity federation from the gateway's Entra app to a Google service account
+    (google.py): which Entra token, which pool provider, which service account, where."""
+
+    workload_provider: str  # the STS audience: //iam.googleapis.com/projects/.../providers/...
+    service_account: str
+    entra_scope: str  # <Application ID URI>/.default: the token the provider trusts
+    entra_tenant: str  # the tenant whose token endpoint issues it (a GUID)
+    sts_url: str
+    iam_credentials_url: str
+
+
 @dataclass(frozen=True, slots=True)
 class SessionSettings:
     """Browser sessions (signin.py)."""
@@ -117,6 +148,12 @@ class Config:
     sessions: SessionSettings | None = None
     branding: Branding = Branding()
     graph: GraphSettings | None = None
+    google: GoogleSettings | None = None
+    # ORIGIN_AUTH = "google": the default origin (ORIGIN_URL) needs a Google ID token for
+    # ORIGIN_AUDIENCE (its scheme://host unless set). Routes with their own origin say so in
+    # the policy (`origin_auth`).
+    origin_auth: str | None = None
+    origin_audience: str | None = None
 
     @property
     def multi_tenant(self) -> bool:
@@ -140,8 +177,10 @@ class Config:
         audiences = field(lambda: _audiences(reader, versions), frozenset())
         signing = field(lambda: _signing_key(reader), (None, None))
         client = field(lambda: _client_settings(reader))
+        origin_url = field(lambda: reader.url("ORIGIN_URL"), "")
+        origin_auth, origin_audience = field(lambda: _origin_auth(reader, origin_url), (None, None))
         config = cls(
-            origin_url=field(lambda: reader.url("ORIGIN_URL"), ""),
+            origin_url=origin_url,
             tenant=tenant,
             # Signing keys come from here (authority.py): https, in the one spelling the runtime's
             # URL parser also gives it, so documents' URLs can be compared with it as strings.
@@ -172,6 +211,9 @@ class Config:
             sessions=field(lambda: _session_settings(reader)),
             branding=field(lambda: _branding(reader), Branding()),
             graph=field(lambda: _graph_settings(reader, client)),
+            google=field(lambda: _google_settings(reader, tenant, client, origin_auth)),
+            origin_auth=origin_auth,
+            origin_audience=origin_audience,
         )
         if reader.problems:
             raise ConfigError(reader.problems)
@@ -296,6 +338,120 @@ def _graph_settings(reader: "_Reader", client: ClientSettings | None) -> GraphSe
         cache_seconds=reader.integer("GRAPH_CACHE_SECONDS", DEFAULT_GRAPH_CACHE_SECONDS, 60, 86400),
         timeout=reader.integer("GRAPH_TIMEOUT_MS", int(DEFAULT_GRAPH_TIMEOUT_SECONDS * 1000), 100, 30000) / 1000,
     )
+
+
+GOOGLE_VARIABLES = ("GOOGLE_WORKLOAD_PROVIDER", "GOOGLE_SERVICE_ACCOUNT", "GOOGLE_STS_URL",
+                    "GOOGLE_IAM_CREDENTIALS_URL", "ENTRA_WIF_SCOPE", "ENTRA_WIF_TENANT_ID")
+
+
+def origin_audience_of(url: str) -> str:
+    """The audience Cloud Run expects by default: the service URL, scheme://host[:port]."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def is_secure_origin(url: str) -> bool:
+    """https, or plain http to a loopback host (a local mock): a bearer ID token for Google's
+    front end never crosses a network in the clear."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    return parts.scheme == "https" or (parts.scheme == "http" and (host in LOOPBACK_HOSTS or f"[{host}]" in LOOPBACK_HOSTS))
+
+
+def _origin_auth(reader: "_Reader", origin_url: str) -> tuple[str | None, str | None]:
+    kind = reader.text("ORIGIN_AUTH", "none").lower()
+    if kind not in ORIGIN_AUTH_KINDS:
+        raise ConfigError(f"ORIGIN_AUTH must be one of {', '.join(ORIGIN_AUTH_KINDS)}")
+    audience = reader.text("ORIGIN_AUDIENCE", "") or None
+    if kind == "none":
+        if audience is not None:
+            raise ConfigError("ORIGIN_AUDIENCE applies only with ORIGIN_AUTH = google")
+        return None, None
+    if not origin_url:
+        return kind, None  # ORIGIN_URL's own problem is reported already
+    if not is_secure_origin(origin_url):
+        raise ConfigError("ORIGIN_URL must be https with ORIGIN_AUTH = google (the Google ID token is a bearer "
+                          "credential; plain http only for a loopback host)")
+    if audience is not None and not AUDIENCE.match(audience):
+        raise ConfigError("ORIGIN_AUDIENCE must be printable ASCII without spaces, at most 512 characters")
+    return kind, audience or origin_audience_of(origin_url)
+
+
+def _google_url(reader: "_Reader", name: str, default: str) -> str:
+    """A Google endpoint, checked as Entra URLs are (authority.py): the host in the one spelling
+    the runtime's URL parser gives it (https; plain http only for a loopback host), then a plain
+    path, so the string checked is the string fetched."""
+    value = reader.text(name, default).rstrip("/")
+    scheme, separator, rest = value.partition("://")
+    host, slash, path = rest.partition("/")
+    try:
+        authority = canonical_authority(f"{scheme}{separator}{host}")
+        return document_url(f"{authority}{slash}{path}", authority)
+    except ValueError as error:
+        raise ConfigError(f"{name} {error} (expected https://host/path)") from None
+
+
+def _google_settings(reader: "_Reader", tenant: str, client: ClientSettings | None,
+                     origin_auth: str | None) -> GoogleSettings | None:
+    """None when no Google variable is set and the default origin does not need Google (a
+    policy route that does is refused when the gateway is assembled)."""
+    if origin_auth != "google" and not any(reader.present(name) for name in GOOGLE_VARIABLES):
+        return None
+    problems = []
+
+    def check(compute, fallback=None):
+        try:
+            return compute()
+        except ConfigError as error:
+            problems.extend(error.problems)
+            return fallback
+
+    def provider() -> str:
+        value = reader.text("GOOGLE_WORKLOAD_PROVIDER")
+        if value.startswith("projects/"):  # the form `gcloud ... describe --format='value(name)'` prints
+            value = "//iam.googleapis.com/" + value
+        if not WORKLOAD_PROVIDER.match(value):
+            raise ConfigError("GOOGLE_WORKLOAD_PROVIDER must be the provider's resource name: //iam.googleapis.com/"
+                              "projects/<project number>/locations/global/workloadIdentityPools/<pool>/providers/<provider>")
+        return value
+
+    def service_account() -> str:
+        value = reader.text("GOOGLE_SERVICE_ACCOUNT").lower()
+        if not SERVICE_ACCOUNT.match(value):
+            raise ConfigError("GOOGLE_SERVICE_ACCOUNT must be the service account's e-mail "
+                              "(name@project.iam.gserviceaccount.com)")
+        return value
+
+    def scope() -> str | None:
+        if client is None and not reader.present("ENTRA_WIF_SCOPE"):
+            return None
+        value = reader.text("ENTRA_WIF_SCOPE", f"api://{client.client_id if client else ''}{DOT_DEFAULT}")
+        if not value.endswith(DOT_DEFAULT) or len(value) == len(DOT_DEFAULT) or " " in value:
+            raise ConfigError("ENTRA_WIF_SCOPE must be one <Application ID URI>/.default (client credentials)")
+        return value
+
+    def wif_tenant() -> str:
+        value = reader.text("ENTRA_WIF_TENANT_ID", "" if tenant in MULTI_TENANT_AUTHORITIES or not tenant else tenant)
+        if not GUID.match(value.lower()):
+            raise ConfigError("ENTRA_WIF_TENANT_ID must be the tenant GUID whose tokens the workload identity provider "
+                              "trusts (required when ENTRA_TENANT_ID is organizations/common)")
+        return value.lower()
+
+    settings = dict(
+        workload_provider=check(provider), service_account=check(service_account), entra_scope=check(scope),
+        entra_tenant=check(wif_tenant) if tenant or reader.present("ENTRA_WIF_TENANT_ID") else None,
+        sts_url=check(lambda: _google_url(reader, "GOOGLE_STS_URL", DEFAULT_GOOGLE_STS_URL)),
+        iam_credentials_url=check(lambda: _google_url(reader, "GOOGLE_IAM_CREDENTIALS_URL",
+                                                      DEFAULT_GOOGLE_IAM_CREDENTIALS_URL)),
+    )
+    if client is None and not any(reader.present(name) for name in CLIENT_VARIABLES):
+        problems.append("Google-authenticated origins need the gateway's own Entra app: set ENTRA_CLIENT_ID and "
+                        "ENTRA_CLIENT_CERTIFICATE (or ENTRA_CLIENT_SECRET)")
+    if problems:
+        raise ConfigError(problems)
+    if client is None:
+        return None  # the client variables' own problems are reported already
+    return GoogleSettings(**settings)
 
 
 def _session_settings(reader: "_Reader") -> SessionSettings | None:

@@ -73,6 +73,8 @@ _MESSAGES = {
     "graph_not_consented": "The organisation has not allowed the gateway to check group membership.",
     "grpc_unsupported": "Native gRPC cannot pass through this gateway: a Cloudflare Worker cannot send the HTTP "
                         "trailers that carry every gRPC call's status. Call it with gRPC-Web or Connect.",
+    "origin_auth_unavailable": "The gateway cannot authenticate to the service behind it right now.",
+    "origin_auth_refused": "The service behind the gateway does not accept the gateway's credentials.",
 }
 
 

@@ -27,6 +27,7 @@ from .entra import EntraUnavailable, TokenEndpoint
 from .errors import GatewayError, KeysUnavailable, MissingCredential
 from .flights import share_locally
 from .graph import FROM_GRAPH, FROM_TOKEN, GraphGroups, GraphNotConsented, GroupsUnavailable, graph_groups
+from .google import GoogleOrigins, google_origins
 from .identity import Identity, estimated_bytes
 from .id_tokens import IdTokenValidator
 from .keys import IssuerKeys
@@ -98,6 +99,10 @@ def request_origin(url: str) -> str:
     return f"{scheme}://{rest.partition('/')[0].partition('?')[0]}"
 
 
+# What a client is told when the origin's credential could not be had (google.py logs why).
+ORIGIN_CREDENTIAL_DETAIL = "the gateway could not obtain its credential for the service behind it"
+
+
 # Methods whose body the Workers fetch API forwards only when its length is declared: a GET or
 # HEAD body of unknown length (chunked) would reach the origin empty, so it is refused (411)
 # rather than silently dropped. Other methods stream any body (platform_io.forward).
@@ -136,11 +141,13 @@ class IdentityPart:
 class Gateway:
     def __init__(self, config: Config, validator: TokenValidator, policy: Policy, *, keys: dict,
                  policy_groups: frozenset[str], signer=None, clock, log=print, sample=random.random,
-                 signin: SignIn | None = None, graph: GraphGroups | None = None):
+                 signin: SignIn | None = None, graph: GraphGroups | None = None,
+                 google: GoogleOrigins | None = None):
         self.config = config
         self.signin = signin
         # Groups overage resolved through Microsoft Graph (graph.py); None: refused as overage.
         self.graph = graph
+        self.google = google  # origins that need a Google ID token (google.py)
         self.validator = validator
         self.policy = policy
         self.keys = keys
@@ -224,7 +231,9 @@ class Gateway:
         if route.public:
             if unforwardable := _unforwardable_body(request, method, route.name):
                 return unforwardable
-            return Forward(origin + path_and_query, strip, (request_id_header, *cookie), None, route.name, "public")
+            origin_strip, credential = await self._origin_credential(route, defer)
+            return Forward(origin + path_and_query, strip + origin_strip, (request_id_header, *cookie, *credential), None,
+                           route.name, "public")
 
         if route.login and self.signin is not None and not request.authorization:
             identity = await self.signin.identity(request)
@@ -252,13 +261,18 @@ class Gateway:
                            identity=identity, groups_source=groups_source)
         if unforwardable := _unforwardable_body(request, method, route.name, identity):
             return unforwardable
+        try:
+            origin_strip, credential = await self._origin_credential(route, defer)
+        except GatewayError as error:
+            return _refuse(request, error.status, error.code, ORIGIN_CREDENTIAL_DETAIL, rule=route.name, identity=identity)
+        strip += origin_strip
 
         part = self._identity_parts.get(identity)
         if part is None:
             part = IdentityPart(identity, self.config.header_prefix, self.policy_groups)
             self._identity_parts.put(identity, part)
         groups = part.groups
-        add = [request_id_header, (self._rule_header, route.name), *part.headers, *cookie]
+        add = [request_id_header, (self._rule_header, route.name), *part.headers, *cookie, *credential]
         if self.signer is not None:
             claims = assertion_claims(
                 identity, groups, issuer=self.config.assertion_issuer, audience=origin, now=self.clock(),
@@ -267,6 +281,19 @@ class Gateway:
             assertion = await sign_assertion(self.signer, self.config.assertion_public_jwk["kid"], claims)
             add.append((self.config.header_prefix + "assertion", assertion))
         return Forward(origin + path_and_query, strip, tuple(add), identity, route.name, decision.reason, groups_source)
+
+    async def _origin_credential(self, route, defer) -> tuple[tuple[str, ...], tuple[tuple[str, str], ...]]:
+        """(client headers to remove, headers to add) for the origin's own credential: a Google
+        ID token when the route's origin needs one (google.py), else nothing. Raises
+        OriginAuthUnavailable / OriginAuthRefused: nothing is forwarded without it."""
+        google = self.google
+        audience = google.audience_for(route) if google is not None else None
+        if audience is None:
+            return (), ()
+        try:
+            return google.STRIP, await google.headers(audience, defer)
+        except GatewayError as error:  # the specifics are logged (google.py), not told to clients
+            raise type(error)(ORIGIN_CREDENTIAL_DETAIL) from None
 
     async def _begin_signin(self, request, return_path: str, rule: str | None, defer) -> Answer:
         status, headers, body = await self.signin.begin(request, request_origin(request.url), return_path, defer)
@@ -478,8 +505,9 @@ def assemble(config: Config, policy: Policy, *, http, store, verifier, clock, lo
     if config.graph is not None:
         graph = build_graph(config, http=http, store=store, clock=clock, log=log, policy_groups=policy_groups,
                             platform=platform, share=share)
+    google = google_origins(config, policy, http=http, store=store, clock=clock, log=log, share=share, platform=platform)
     return Gateway(config, validator, policy, keys=keys, policy_groups=policy_groups, signer=signer, clock=clock, log=log,
-                   signin=signin, graph=graph)
+                   signin=signin, graph=graph, google=google)
 
 
 def build_graph(config: Config, *, http, store, clock, log, policy_groups, platform, share) -> GraphGroups:

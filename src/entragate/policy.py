@@ -8,6 +8,7 @@ Compiled form (format 3)::
 
     {"format": 3, "version": "<12 hex>", "spellings": "refuse" | "fold",
      "routes": [{"name": str, "source": str, "public": bool, "origin": str | null,
+                 "origin_auth": {"type": "google", "audience": str} (only when set),
                  "allow": COND | null, "deny": COND | null,
                  "match": [[HOST, PATTERN, [METHOD, ...]], ...],
                  "cors": CORS (optional: entragate/cors.py)}, ...],
@@ -209,17 +210,19 @@ class Route:
     """One compiled route. `evaluate` is called with the validated identity."""
 
     __slots__ = (
-        "name", "source", "public", "origin", "login", "fixed_decision", "match_spec", "cors",
+        "name", "source", "public", "origin", "origin_auth", "login", "fixed_decision", "match_spec", "cors",
         "_allow_json", "_deny_json", "_allow", "_deny", "_scopes", "_ready",
         "_allowed", "_denied", "_overage", "_not_met", "_scope", "uses_groups",
     )
 
     def __init__(self, name, source="", public=False, origin=None, allow=None, deny=None,
-                 match_spec=(), fixed_decision=None, login=False, cors=None):
+                 match_spec=(), fixed_decision=None, login=False, cors=None, origin_auth=None):
         self.name = name
         self.source = source
         self.public = public
         self.origin = origin
+        # The route's own origin needs a Google ID token for this audience (google.py).
+        self.origin_auth = origin_auth
         # Browsers may sign in (a session) here; without it only a bearer token counts.
         self.login = login
         # Set on the stand-in route returned for a method nobody allowed: the decision is
@@ -339,7 +342,7 @@ class Policy:
     JSON, so loading is `json.loads` plus a few attribute stores; Route objects (and their
     condition closures) are built on first use."""
 
-    __slots__ = ("version", "spellings", "has_login_routes", "_data", "_routes", "_refusals", "_index", "_folded",
+    __slots__ = ("version", "spellings", "has_login_routes", "has_google_origins", "_data", "_routes", "_refusals", "_index", "_folded",
                  "_fold")
 
     def __init__(self, data: dict):
@@ -347,6 +350,7 @@ class Policy:
         self.spellings = data.get("spellings", "refuse")
         self._data = data["routes"]
         self.has_login_routes = any(item.get("login") for item in self._data)
+        self.has_google_origins = any(item.get("origin_auth") for item in self._data)
         self._routes: list = [None] * len(self._data)
         self._refusals: dict = {}
         self._index = _tiers(data["index"])
@@ -388,7 +392,7 @@ class Policy:
             route = Route(
                 item["name"], item.get("source", ""), bool(item.get("public", False)),
                 item.get("origin"), item.get("allow"), item.get("deny"), item.get("match", ()),
-                login=bool(item.get("login", False)),
+                login=bool(item.get("login", False)), origin_auth=item.get("origin_auth"),
                 cors=CorsPolicy(item["cors"]) if item.get("cors") else None,
             )
             if not route.public and route._allow_json is None and route._deny_json is None:

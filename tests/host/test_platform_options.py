@@ -471,3 +471,20 @@ def test_a_graph_answer_over_the_size_cap_is_a_failure(platform):
     answer["response"] = response
     with pytest.raises(module.HttpFailure, match="too large"):
         asyncio.run(module.WorkersHttp().post_json("https://graph.example/x", {}, {}, 1.0))
+
+
+@pytest.mark.parametrize("status", [200, 302, 403])
+def test_the_json_post_for_google_uses_only_workers_options_and_follows_no_redirect(platform, status):
+    """IAM Credentials generateIdToken (google.py): a JSON POST with a bearer token, never
+    redirected elsewhere with that token; a 3xx is handed back as the answer."""
+    module, recorder, answer = platform
+    answer["response"] = FakeResponse(status, '{"token": "t"}',
+                                      headers={"retry-after": "7", "location": "https://attacker.example/"})
+    got = asyncio.run(module.WorkersHttp().post_json(
+        "https://iam.example/v1/x:generateIdToken", {"audience": "a"}, {"authorization": "Bearer f"}, 5.0))
+    assert got == (status, {"token": "t"}, "7")
+    [(url, init)] = recorder.of("fetch")
+    assert url == "https://iam.example/v1/x:generateIdToken"
+    assert_request_init(init)
+    assert init["redirect"] == "manual" and init["method"] == "POST"
+    assert init["headers"]["authorization"] == "Bearer f" and init["headers"]["content-type"] == "application/json"

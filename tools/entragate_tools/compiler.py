@@ -20,7 +20,7 @@ from pydantic import BaseModel, ValidationError
 
 from entragate.policy import FORMAT, Policy
 
-from . import cors_check, sessions_check, spellings, tenants
+from . import cors_check, google_check, sessions_check, spellings, tenants
 from .schema import PolicyFile, is_guid
 
 ALIAS_KINDS = ("groups", "users", "clients", "tenants")
@@ -393,6 +393,7 @@ def compile_sources(sources: list, errors: list, warnings: list):
                 "origin": route.origin,
                 **({"login": True} if route.login else {}),
                 **({"cors": cors_check.cors_json(route.cors)} if route.cors is not None else {}),
+                **google_check.origin_auth_json(route),
                 "allow": None if route.allow is None else condition_json(route.allow, aliases, ctx, ("allow",)),
                 "deny": None if route.deny is None else condition_json(route.deny, aliases, ctx, ("deny",)),
             }
@@ -531,6 +532,7 @@ def _compile_policies(directory, files, deployments) -> Compiled:
     warnings.extend(tenants.grant_warnings(routes_json, ctxs, deployments))
     warnings.extend(sessions_check.session_warnings(routes_json, ctxs))
     warnings.extend(cors_check.cors_warnings(routes_json, ctxs))
+    warnings.extend(google_check.deployment_warnings(routes_json, ctxs, deployments))
     return Compiled(data, text, version, policy, sources, warnings, aliases)
 
 

@@ -14,6 +14,16 @@ from entragate.keys import KeyFetchError
 MAX_DOCUMENT_BYTES = 512 * 1024
 
 
+class _RefuseRedirects(urllib.request.HTTPRedirectHandler):
+    """A 3xx is handed back as the answer (an HTTPError), never followed: as at the edge."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        return None
+
+
+_NO_REDIRECTS = urllib.request.build_opener(_RefuseRedirects)
+
+
 class UrllibHttp:
     def __init__(self):
         self.requests = []
@@ -43,10 +53,11 @@ class UrllibHttp:
         request = urllib.request.Request(url, data=urlencode(fields).encode(), method="POST", headers={
             "content-type": "application/x-www-form-urlencoded", "accept": "application/json"})
         try:
-            with urllib.request.urlopen(request, timeout=timeout) as response:
+            with _NO_REDIRECTS.open(request, timeout=timeout) as response:
                 status, body = response.status, response.read(MAX_DOCUMENT_BYTES + 1)
         except urllib.error.HTTPError as error:
-            status, body = error.code, error.read(MAX_DOCUMENT_BYTES + 1)
+            with error:
+                status, body = error.code, error.read(MAX_DOCUMENT_BYTES + 1)
         except (OSError, ValueError) as error:
             raise HttpFailure(f"{url} fetch failed: {type(error).__name__}") from None
         if len(body) > MAX_DOCUMENT_BYTES:
@@ -65,7 +76,7 @@ class UrllibHttp:
         request = urllib.request.Request(url, data=json.dumps(document).encode(), method="POST", headers={
             **headers, "content-type": "application/json", "accept": "application/json"})
         try:
-            with urllib.request.urlopen(request, timeout=timeout) as response:
+            with _NO_REDIRECTS.open(request, timeout=timeout) as response:
                 status, body, retry_after = response.status, response.read(MAX_DOCUMENT_BYTES + 1), response.headers.get("retry-after")
         except urllib.error.HTTPError as error:
             status, retry_after = error.code, error.headers.get("retry-after")
@@ -73,6 +84,8 @@ class UrllibHttp:
                 body = error.read(MAX_DOCUMENT_BYTES + 1)
             except OSError as failure:
                 raise HttpFailure(f"{url} fetch failed: {type(failure).__name__}") from None
+            finally:
+                error.close()
         except (OSError, ValueError) as error:
             raise HttpFailure(f"{url} fetch failed: {type(error).__name__}") from None
         if len(body) > MAX_DOCUMENT_BYTES:

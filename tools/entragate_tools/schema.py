@@ -24,6 +24,7 @@ from pydantic import (
 )
 
 from entragate.cors import parse_origin
+from entragate.config import AUDIENCE, is_secure_origin
 from entragate.errors import AmbiguousPath
 from entragate.paths import canonical_path, fold_segment
 from entragate.policy import SPELLINGS
@@ -302,6 +303,15 @@ class Route(BaseModel):
     origin: Annotated[str, Field(pattern=r"^https?://[^\s/?#]+(/[^\s?#]*)?$")] | None = Field(
         None, description="Forward matching requests to this origin instead of the default one."
     )
+    origin_auth: Literal["google"] | None = Field(
+        None, description="The route's origin is a Google-authenticated service (a private Cloud Run service): the "
+        "gateway sends it a Google-signed ID token (workload identity federation from its own Entra app; "
+        "GOOGLE_* variables). Needs `origin`, https.",
+    )
+    origin_audience: Annotated[str, Field(pattern=AUDIENCE.pattern)] | None = Field(
+        None, description="The ID token's audience, when not the origin's scheme://host (a Cloud Run custom "
+        "audience). Only with origin_auth.",
+    )
     login: bool = Field(
         False, description="Browsers may sign in here (a session cookie): an anonymous navigation is sent to "
         "Entra's sign-in; other clients still need a bearer token. Needs ENTRA_CLIENT_ID, a client credential "
@@ -326,6 +336,16 @@ class Route(BaseModel):
             if other:
                 raise ValueError(f"cors.methods: {', '.join(other)} not among the route's methods: a preflight for it "
                                  "is decided by the route that takes that method")
+        if self.origin_audience is not None and self.origin_auth is None:
+            raise ValueError("origin_audience applies only with origin_auth")
+        if self.origin_auth is not None:
+            # The default origin's authentication is the deployment's (ORIGIN_AUTH): a route
+            # declares it only for an origin it names itself.
+            if self.origin is None:
+                raise ValueError('origin_auth needs the route\'s own `origin` (for the default origin set ORIGIN_AUTH)')
+            if not is_secure_origin(self.origin):
+                raise ValueError("origin_auth needs an https origin: the Google ID token is a bearer credential "
+                                 "(plain http only for a loopback host)")
         return self
 
 

@@ -28,6 +28,7 @@ class Deployment:
     where: str  # "wrangler.toml [vars]", "wrangler.toml [env.production.vars]"
     tenant: str  # ENTRA_TENANT_ID as written, "" when not set there
     allowed: tuple  # ENTRA_ALLOWED_TENANTS, lower-cased
+    variables: frozenset = frozenset()  # every variable set there (google_check.py reads it)
 
     @property
     def multi_tenant(self) -> bool:
@@ -46,7 +47,7 @@ def _deployment(where: str, table) -> Deployment | None:
         return None
     allowed = table.get("ENTRA_ALLOWED_TENANTS", "")
     items = tuple(item.strip().lower() for item in str(allowed).split(",") if item.strip())
-    return Deployment(where, str(table["ENTRA_TENANT_ID"]), items)
+    return Deployment(where, str(table["ENTRA_TENANT_ID"]), items, frozenset(table))
 
 
 def read_deployments(path: Path) -> list:
