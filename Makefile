@@ -76,6 +76,8 @@ check: policy
 	@grep -q "Total Upload" dist.log
 	@rm -f dist.log
 
+# Benchmarks: prints a table and writes bench-results.json. `$(PY) bench/run.py --docs` also
+# writes the figures into docs/BENCHMARKS.md, the one place the docs quote them.
 bench: policy
 	$(PY) bench/run.py
 

@@ -21,10 +21,11 @@ alone for comparison), the Worker's modules imported in a fresh isolate inside w
 first requests of a new isolate with keys from the network and from KV. The development
 Pyodide bundle has no memory snapshot, so none of this is the edge's cold start.
 
-Prints a table and writes bench-results.json (--readme: the figures into README.md too).
-Nothing here is a test.
+Prints a table and writes bench-results.json (--docs: the figures into docs/BENCHMARKS.md too,
+between its bench:start / bench:end markers; --readme is the old name of --docs). Nothing here
+is a test.
 
-    uv run python bench/run.py [--runs 3] [--skip-http] [--skip-scaling] [--readme]
+    uv run python bench/run.py [--runs 3] [--skip-http] [--skip-scaling] [--docs]
 """
 
 import argparse
@@ -351,7 +352,7 @@ def markdown(results: dict) -> str:
     p, h, b = results["pipeline"], results.get("http"), results["bundle"]
     c, runs = p["cold"], results["runs"]
     lines = [
-        f"Measured {results['when']} with `uv run python bench/run.py --runs {runs} --readme` on a 2-core VM "
+        f"Measured {results['when']} with `uv run python bench/run.py --runs {runs} --docs` on a 2-core VM "
         f"shared with other jobs (load average {' at start, '.join(map(str, results['load_average']))} at end), in "
         f"{p['runtimes']['workerd']} under `wrangler dev`, offline (`runner/dev.py`). "
         f"Two Workers in one workerd: the gateway's code (`Gateway.handle`, Python) in `bench/workerd_pipeline.py`, "
@@ -413,13 +414,18 @@ def markdown(results: dict) -> str:
     return "\n".join(lines)
 
 
-def write_readme(results: dict) -> None:
-    readme = ROOT / "README.md"
-    text = readme.read_text()
+# The one place the documentation quotes these figures; everything else links to it.
+FIGURES_DOC = ROOT / "docs" / "BENCHMARKS.md"
+
+
+def write_docs(results: dict) -> None:
+    text = FIGURES_DOC.read_text()
     start, end = "<!-- bench:start -->", "<!-- bench:end -->"
+    if text.count(start) != 1 or text.count(end) != 1 or text.index(start) > text.index(end):
+        raise SystemExit(f"{FIGURES_DOC.relative_to(ROOT)}: expected one {start} ... {end} pair")
     before, _, rest = text.partition(start)
     _, _, after = rest.partition(end)
-    readme.write_text(f"{before}{start}\n{markdown(results)}\n{end}{after}")
+    FIGURES_DOC.write_text(f"{before}{start}\n{markdown(results)}\n{end}{after}")
 
 
 def main() -> int:
@@ -427,7 +433,8 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--skip-http", action="store_true")
     parser.add_argument("--skip-scaling", action="store_true")
-    parser.add_argument("--readme", action="store_true", help="also write the figures into README.md")
+    parser.add_argument("--docs", "--readme", dest="docs", action="store_true",
+                        help="also write the figures into docs/BENCHMARKS.md (--readme: the old name)")
     args = parser.parse_args()
 
     # Other jobs share the machine: the load average says how much (1-minute figure, 2 cores).
@@ -452,9 +459,10 @@ def main() -> int:
     RESULTS.write_text(json.dumps(results, indent=2))
     print_table(results)
     print(f"\nwritten to {RESULTS.relative_to(ROOT)}")
-    if args.readme:
-        write_readme(results)
-        print("figures written into README.md")
+    if args.docs:
+        write_docs(results)
+        print(f"figures written into {FIGURES_DOC.relative_to(ROOT)}; its comparison with the targets, "
+              "below them, is written by hand: revise it")
     return 0
 
 

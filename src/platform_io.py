@@ -349,7 +349,7 @@ class OriginUnreachable(Exception):
 # Every subrequest to the origin bypasses Cloudflare's cache: with the RequestInit option
 # `cache: "no-store"` (compatibility flag cache_option_enabled, on from 2024-11-11) the runtime
 # neither looks the request up in the cache nor stores the origin's answer, whatever its
-# Cache-Control says, so one user's answer is never served to another (README, "Caching").
+# Cache-Control says, so one user's answer is never served to another (docs/ORIGIN.md, "Caching").
 # workerd sends `Cache-Control: no-cache` and `Pragma: no-cache` with it when the client sent
 # neither. ("no-cache" would still store answers; workerd knows no other value.)
 SUBREQUEST_CACHE = "no-store"

@@ -45,7 +45,7 @@ ALGORITHMS = ["ES256"]
 DEFAULT_LEEWAY_SECONDS = 5
 # How long a withdrawn key may still verify here while jwks.json can be fetched. The gateway
 # serves jwks.json with max-age=300, so publishing a new key 5 minutes before using it (the
-# README's rotation steps) reaches every origin in time.
+# rotation steps in docs/ORIGIN.md) reaches every origin in time.
 JWKS_MAX_AGE_SECONDS = 300
 # At most one fetch per this many seconds, whatever the kids: unknown kids are attacker-chosen.
 JWKS_COOLDOWN_SECONDS = 30

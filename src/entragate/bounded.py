@@ -2,8 +2,8 @@
 they hold, because one cached entry may hold 100 bytes or 30 KB (a user in 200 groups).
 
 A Workers isolate has 128 MB for everything: the JS heap, Pyodide's runtime and the Python
-heap, and each request in flight. The caches together stay under ~25 MB (README, "Fixed
-limits"); each states its own budget where it is defined.
+heap, and each request in flight. The caches together stay under ~25 MB (docs/CONFIGURATION.md,
+"Fixed limits"); each states its own budget where it is defined.
 
 Estimates are taken once, when an entry is stored, from the lengths of the strings it holds,
 with CPython's 64-bit object sizes (Pyodide is 32-bit, so its objects are smaller and the

@@ -19,7 +19,7 @@ class GatewayError(Exception):
     def __init__(self, detail: str = "", cause: str | None = None):
         super().__init__(detail or self.code)
         self.detail = detail or self.code
-        # Which check refused, as a stable code for the audit line (README, "Denials"): never
+        # Which check refused, as a stable code for the audit line (docs/DENIALS.md): never
         # anything from the token itself.
         self.cause = cause
 

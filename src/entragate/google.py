@@ -12,7 +12,7 @@ The chain, each answer kept until shortly before it expires:
 3. IAM Credentials `generateIdToken` for GOOGLE_SERVICE_ACCOUNT with the origin's audience
    (Cloud Run: the service URL): an OpenID Connect ID token signed by Google, valid one hour.
    The principal needs roles/iam.workloadIdentityUser on the service account, the service
-   account roles/run.invoker on the service (README, "Private Cloud Run origins").
+   account roles/run.invoker on the service (docs/CLOUDRUN.md).
 
 Caching (CachedCredential): in memory per isolate; the ID tokens also in KV, sealed (AES-GCM
 under a key derived from the gateway's client credential, a Worker secret: whoever can read the

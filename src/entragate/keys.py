@@ -1,6 +1,6 @@
 """Signing keys of one Entra issuer: discovery → jwks_uri → key set, cached in memory and KV.
 
-Rules (see README "Signing keys"):
+Rules (see docs/TOKENS.md, "Signing keys"):
 - a key set older than `max_age` is refreshed; so is one that lacks a requested `kid`;
 - at most one fetch attempt per `cooldown` per issuer, and concurrent callers share the one
   fetch in flight (`share`, flights.py: requests of a Worker may only wait on each other's

@@ -113,7 +113,7 @@ def test_a_published_key_verifies_and_an_unpublished_one_does_not(gateway):
 
 
 def test_a_withdrawn_key_stops_verifying_once_the_set_is_older_than_max_age(gateway):
-    """The README's bound: a key the gateway stopped publishing verifies for at most
+    """docs/ORIGIN.md's bound: a key the gateway stopped publishing verifies for at most
     JWKS_MAX_AGE_SECONDS more (the old PyJWKClient(cache_keys=True) kept it forever)."""
     leaked, current = Key(), Key()
     clock = Clock()

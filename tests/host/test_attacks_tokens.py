@@ -76,7 +76,7 @@ ISSUER = "issuer mismatch"
 EXPIRED = "token expired"
 NOT_YET = "token not yet valid"
 PYJWT = "malformed token"  # PyJWT's own reader refused (its message is not passed on)
-# The audit line's `cause` for each of them (errors.CAUSES; README, "Denials").
+# The audit line's `cause` for each of them (errors.CAUSES; docs/DENIALS.md, "The audit line").
 CAUSE_OF = {
     NOT_COMPACT: "not_compact_jws", ALG: "algorithm", TYP: "token_type", NO_KID: "kid", NO_KEY: "unknown_key",
     SIGNATURE: "signature", VERSION: "version", NO_TID: "tenant_id", TENANT: "tenant_not_allowed",

@@ -3,7 +3,7 @@
 With `cache.enabled` (wrangler's `[cache]`, per environment, per entrypoint in `[exports]`, or
 for previews), Cloudflare answers a GET or HEAD from its cache *before* invoking the Worker,
 keyed on the path and query: a response the origin marked cacheable for one user would be
-served to anyone, with no token checked at all (README, "Caching"). The gateway's own answers
+served to anyone, with no token checked at all (docs/ORIGIN.md, "Caching"). The gateway's own answers
 are the origin's, so it cannot make that safe; the setting must stay off.
 """
 

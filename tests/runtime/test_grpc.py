@@ -4,7 +4,7 @@ Connect, gRPC-Web and gRPC protocols on HTTP/1.1; Connect-ES's Connect and gRPC-
 transports and the gRPC clients of Connect-ES and grpc-js as callers. The gateway enforces the
 shipped policies (policies/grpc.toml).
 
-What passes (README "gRPC"): gRPC-Web (binary proto and JSON) and Connect (unary and server
+What passes (docs/GRPC.md): gRPC-Web (binary proto and JSON) and Connect (unary and server
 streaming, proto and JSON) are forwarded with the identity headers and the signed assertion,
 streamed as they are produced; refusals reach each client as its protocol's code. Native gRPC
 cannot pass: a Worker's fetch does not carry HTTP trailers, where gRPC puts every call's status
@@ -225,7 +225,7 @@ def test_allowed_native_grpc_is_answered_unimplemented_never_half_relayed(stack,
     assert (line["rule"], line["decision"], line["reason"], line["grpc_status"]) == (READ, "deny", "grpc_unsupported", 12)
     assert line["oid"] == stack.tenant.user_oid
     # Real HTTP/2 gRPC clients cannot reach workerd's HTTP/1.1 listener at all (at the edge,
-    # the Cloudflare network decides what reaches the Worker: README "gRPC"). They fail at once.
+    # the Cloudflare network decides what reaches the Worker: docs/GRPC.md). They fail at once.
     calls = [{"transport": transport, "method": "getOrder", "request": {"id": "a"}, "token": user, "timeout_ms": 10000}
              for transport in ("grpc", "grpc-js")]
     for spec, result in zip(calls, rpc(stack.url, calls)):

@@ -187,7 +187,7 @@ def test_a_config_without_the_kv_binding_is_an_audited_500(services, without_kv)
 
 
 def test_a_misconfigured_gateway_answers_grpc_clients_in_grpc_terms(without_kv):
-    """README "Denials": every refusal, 500 gateway_misconfigured among them, is given in the
+    """docs/DENIALS.md: every refusal, 500 gateway_misconfigured among them, is given in the
     client's terms: trailers-only grpc-status 13 (INTERNAL) to a gRPC client."""
     status, headers, body = get(without_kv, "/shop.v1.Orders/GetOrder", method="POST", body=b"\0\0\0\0\0",
                                 headers={"content-type": "application/grpc", "te": "trailers"})
@@ -206,7 +206,7 @@ def test_a_misconfigured_gateway_answers_browsers_with_a_page(without_kv):
 
 
 def test_a_toml_array_var_is_refused_not_read_as_text(services, tmp_path):
-    """README "Configuration": in [vars] a table or array is refused."""
+    """docs/CONFIGURATION.md: in [vars] a table or array is refused."""
     tenant, origin = services
     config = write_wrangler_toml(tmp_path / "site", {**tenant_vars(tenant, origin), "ENTRA_TOKEN_VERSIONS": ["2.0"]})
     runner = Runner({}, persist_to=tmp_path / "kv", config=config)
