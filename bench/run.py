@@ -47,7 +47,7 @@ sys.path[:0] = [str(ROOT / "src"), str(ROOT / "tools"), str(ROOT / "tests"), str
 import pyodide_bundle  # noqa: E402
 import vendor  # noqa: E402
 from entragate_tools.host_crypto import new_assertion_key  # noqa: E402
-from fixtures.mock_entra import MockTenant  # noqa: E402
+from entragate_mocks.mock_entra import MockTenant  # noqa: E402
 from fixtures.stack import Runner, Stack  # noqa: E402
 
 FRESH_TOKENS = 3000

@@ -12,8 +12,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from fixtures.echo_origin import EchoOrigin
-from fixtures.mock_entra import MockTenant
+from entragate_mocks.echo_origin import EchoOrigin
+from entragate_mocks.mock_entra import MockTenant
 from fixtures.stack import PROJECT, Runner, environment_ok
 
 pytestmark = pytest.mark.skipif(environment_ok() is not None, reason=str(environment_ok()))
