@@ -201,6 +201,21 @@ def test_the_shipped_starter_passes_its_own_cases(tmp_path):
     assert {case.get("reason") for case in cases} >= {None, "insufficient_scope", "token_required", "no_route"}
 
 
+def test_starting_from_a_copy_of_the_examples_as_policies_readme_says(tmp_path):
+    """policies/README.md's commands, run as written in a fork that still has examples/."""
+    text = (REPO / "policies" / "README.md").read_text()
+    block = text.split("start from a copy of the examples:", 1)[1].split("```sh\n", 1)[1].split("```", 1)[0]
+    root = skeleton(tmp_path, {})
+    shutil.rmtree(root / "policies")
+    shutil.copytree(REPO / "policies", root / "policies")
+    shutil.copytree(EXAMPLE_POLICIES, root / "examples" / "policies")
+    result = subprocess.run(["bash", "-euc", block], cwd=root, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    status, output = run_user_half(root)
+    assert status == 0, output
+    assert {route["name"] for route in compiled_routes(root)["routes"]} == EXAMPLE_ROUTES
+
+
 # --- the product's tests never read policies/ -------------------------------------------------
 
 # A reference to the project's policies/ folder (or the module compiled from it) in code: a path

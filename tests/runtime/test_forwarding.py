@@ -19,7 +19,7 @@ from fixtures.stack import Stack, environment_ok
 
 pytestmark = pytest.mark.skipif(environment_ok() is not None, reason=str(environment_ok()))
 
-API_WRITERS = "22222222-2222-4222-8222-222222222222"  # alias api-writers in policies/gateway.toml
+API_WRITERS = "22222222-2222-4222-8222-222222222222"  # alias api-writers in examples/policies/gateway.toml
 PREFIX = "x-entragate-"
 # Every identity header the gateway itself may send (src/entragate/upstream.py).
 OUR_HEADERS = {PREFIX + name for name in (
