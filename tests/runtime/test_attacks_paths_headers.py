@@ -354,12 +354,13 @@ def test_identity_headers_in_every_spelling_and_repetition_are_replaced(stack):
     seen = echo_headers(outcome[1])
     assert seen[PREFIX + "user-oid"] == [stack.tenant.user_oid]
     assert seen[PREFIX + "rule"] == ["api-read"] and seen[PREFIX + "token-kind"] == ["user"]
+    assert seen[PREFIX + "auth-method"] == ["bearer"]
     assert PREFIX + "groups" not in seen  # the reader is in no group the policy names
     text = json.dumps(seen)
     assert "attacker" not in text and "admin" not in text and "caf" not in text
     assert not [name for name in seen if name.replace("_", "-").startswith("x-entragate") and name not in {
         PREFIX + n for n in ("user-oid", "tenant-id", "subject", "name", "username", "client-id", "token-kind",
-                             "scopes", "rule", "request-id")}]
+                             "auth-method", "scopes", "rule", "request-id")}]
 
 
 def test_non_utf8_header_values_pass_through_without_crashing(stack):
