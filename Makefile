@@ -18,23 +18,26 @@ node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
 
-# Compile policies/ into src/compiled_policy.py (also wrangler's [build] command).
+# Compile policies/ (yours: what deploys) into src/compiled_policy.py (also wrangler's [build]).
 policy: setup
 	$(PY) tools/entragate.py compile
 
-# Every test layer: host (CPython) and runtime (the Worker in workerd under wrangler dev, offline).
+# Your policy's own cases (policies/tests/*.toml) on the policy just compiled, then every layer
+# of the product's tests: host (CPython) and runtime (the Worker in workerd under wrangler dev,
+# offline), which run on their own policies (examples/policies/), never on yours.
 test: policy
+	$(PY) tools/entragate.py test
 	$(UV) run --frozen pytest $(PYTEST_ARGS)
 
-test-host: policy
+test-host: setup
 	$(UV) run --frozen pytest tests/host $(PYTEST_ARGS)
 
-test-runtime: policy
+test-runtime: setup
 	$(UV) run --frozen pytest tests/runtime $(PYTEST_ARGS)
 
 # Property-based tests with fresh random examples (make test replays fixed ones), RUNS times.
 RUNS ?= 5
-fuzz: policy
+fuzz: setup
 	for run in $$(seq $(RUNS)); do HYPOTHESIS_PROFILE=explore $(UV) run --frozen pytest tests/host/test_fuzz.py tests/host/test_paths.py tests/host/test_upstream.py $(PYTEST_ARGS) || exit 1; done
 
 # Mutation testing (never part of `make test`; docs/MUTATION.md): mutmut mutates MODULES of
@@ -45,13 +48,14 @@ fuzz: policy
 MODULES ?= tokens claims credential token_cache keys upstream target
 MUTATE_BUDGET ?= 4800
 MUTATE_JOBS ?= 2
-mutate: policy
+mutate: setup
 	timeout $(MUTATE_BUDGET) $(UV) run --frozen mutmut run --max-children $(MUTATE_JOBS) \
 		$(foreach module,$(MODULES),"entragate.$(module).*") >mutants.log 2>&1 || test $$? -eq 124
 	$(PY) scripts/mutation_report.py $(MODULES)
 
-# Mock Entra tenant + echo origin + the gateway, offline; prints curl lines. Ctrl-C stops all.
-demo: policy
+# Mock Entra tenant + echo origin + the gateway on the examples (examples/policies/, not your
+# policies/), offline; prints curl lines and a browser sign-in URL. Ctrl-C stops all.
+demo: setup
 	$(PY) scripts/demo.py --port $(PORT)
 
 # A test token from the running demo's mock tenant (ARGS=--help for the options).
@@ -78,7 +82,7 @@ check: policy
 
 # Benchmarks: prints a table and writes bench-results.json. `$(PY) bench/run.py --docs` also
 # writes the figures into docs/BENCHMARKS.md, the one place the docs quote them.
-bench: policy
+bench: setup
 	$(PY) bench/run.py
 
 clean:

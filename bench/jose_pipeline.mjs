@@ -2,7 +2,7 @@
 // request pipeline with jose. Read the target, pick the route, take the bearer token,
 // jwtVerify it (same key, algorithm, issuer, audiences, skew, required exp), check the route's
 // condition, build the identity headers (and, with an assertion key, sign an ES256 assertion).
-// The routes are the demo policy's (policies/gateway.toml) written by hand, as such a Worker
+// The routes are the example policy's (examples/policies/gateway.toml) written by hand, as such a Worker
 // would have them; no cache, since jose has none.
 
 import { SignJWT, importJWK, jwtVerify } from "jose";

@@ -292,7 +292,7 @@ class GraphStandIn:
 async def overage_scenarios(setup, repeat, batch=1, path="/admin/panel"):
     """Groups overage resolved through Graph (graph.py), answered from the isolate's memory,
     beside the same user with the group listed in the token, on a route that tests groups (the
-    project policy's admin route). Both tokens come from the verified-token cache (a stand-in
+    example policy's admin route). Both tokens come from the verified-token cache (a stand-in
     validator behind the real CachingValidator), so the difference is the overage path alone:
     the overage decision, the answer lookup and the second decision."""
     variables = dict(setup["vars"])

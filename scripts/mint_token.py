@@ -1,8 +1,9 @@
 """`make token`: mint a test access token from the running demo's mock Entra tenant.
 
 `make demo` writes where its tenant listens to .wrangler/demo.json; this asks that tenant
-(POST /_mock/token) for a token shaped like Entra's and prints it, so you can try your own
-policies with curl against the demo gateway:
+(POST /_mock/token; tools/entragate_mocks/mock_entra.py) for a token shaped like Entra's and
+prints it, so you can try the example policies (examples/policies/, and your edits to them: the
+demo reloads them) with curl against the demo gateway:
 
     make token ARGS='--groups 22222222-2222-4222-8222-222222222222'
     curl -H "Authorization: Bearer $(make -s token)" http://127.0.0.1:8787/api/hello

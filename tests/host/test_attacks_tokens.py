@@ -28,7 +28,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
-from fixtures.mock_entra import DEFAULT_GROUPS, DEFAULT_TENANT_ID, DEFAULT_USER_OID, MockTenant
+from entragate_mocks.mock_entra import DEFAULT_GROUPS, DEFAULT_TENANT_ID, DEFAULT_USER_OID, MockTenant
 
 from entragate.config import Config
 from entragate.credential import MAX_TOKEN_BYTES
@@ -40,9 +40,10 @@ from entragate.upstream import referenced_groups
 from entragate_tools.compiler import compile_policies
 from entragate_tools.host_crypto import HostSigner, HostVerifier, new_assertion_key
 from entragate_tools.host_io import MemoryStore, UrllibHttp, wall_clock
+from fixtures.examples import EXAMPLE_POLICIES
+from fixtures.host_gateway import SIGNIN_ENV, signin_platform
 
-PROJECT = Path(__file__).resolve().parents[2]
-COMPILED = compile_policies(PROJECT / "policies")
+COMPILED = compile_policies(EXAMPLE_POLICIES)
 PLATFORM_ADMINS = "11111111-1111-4111-8111-111111111111"
 API_WRITERS = "22222222-2222-4222-8222-222222222222"
 OTHER_TENANT = "0a0b0c0d-1111-4222-8333-444455556666"
@@ -108,6 +109,7 @@ class Gate:
             "ENTRA_TENANT_ID": tenant.tenant_id,
             "ENTRA_AUTHORITY": tenant.authority,
             "ENTRA_AUDIENCES": f"{tenant.client_id},{tenant.app_id_uri}",
+            **(SIGNIN_ENV if compiled.policy.has_login_routes else {}),
             **overrides,
         }
         self.tenant = tenant
@@ -117,6 +119,7 @@ class Gate:
         self.gateway = assemble(
             self.config, compiled.policy, http=self.http, store=MemoryStore(), verifier=HostVerifier(),
             clock=wall_clock, log=self.logs.append, policy_groups=referenced_groups(compiled.data), signer=signer,
+            platform=signin_platform(compiled.policy),
         )
 
     def handle(self, authorization=None, *, method="GET", path="/api/items", host="gw.example"):

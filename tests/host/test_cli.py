@@ -13,10 +13,11 @@ import jwt
 import pytest
 
 from entragate_tools.cli import main
+from fixtures.examples import EXAMPLE_POLICIES
 from fixtures.host_gateway import IPV6_POLICY, gateway_answer
 
 REPO = Path(__file__).resolve().parents[2]
-POLICIES = REPO / "policies"
+POLICIES = EXAMPLE_POLICIES
 ADMIN_CLAIMS = {
     "oid": "aaaaaaaa-0000-4000-8000-000000000005",
     "idtyp": "user",
@@ -96,8 +97,42 @@ def test_compile_does_not_write_on_error(tmp_path, policies):
 
 
 def test_missing_policy_dir(tmp_path):
-    code, _, err = run("check", "--policies", str(tmp_path / "none"))
-    assert code == 1 and "no *.toml policy files" in err
+    """A directory that is not there is a mistake (a typo in --policies), not an empty policy."""
+    for command in ("check", "compile", "test"):
+        code, _, err = run(command, "--policies", str(tmp_path / "none"), "--out", str(tmp_path / "out.py")) \
+            if command == "compile" else run(command, "--policies", str(tmp_path / "none"))
+        assert code == 1 and f"{tmp_path / 'none'}: error: no such policy directory" in err, command
+    assert not (tmp_path / "out.py").exists()
+
+
+def test_a_policy_directory_without_files_compiles_to_deny_all(tmp_path):
+    """A fork that removed every example and has not written its own yet: no routes, so every
+    request is refused, said as a warning (which `check --strict` fails on); `test` passes with
+    a note that there is nothing to test."""
+    empty = tmp_path / "policies"
+    empty.mkdir()
+    out_file = tmp_path / "compiled_policy.py"
+    code, out, err = run("compile", "--policies", str(empty), "--out", str(out_file))
+    assert code == 0 and "compiled 0 routes" in out
+    assert "warning: no *.toml policy files found" in err and "refuses every request (403 no_route)" in err
+    namespace = {}
+    exec(out_file.read_text(), namespace)
+    data = json.loads(namespace["POLICY_JSON"])
+    assert data["routes"] == [] and data["version"] == namespace["POLICY_VERSION"]
+    assert gateway_answer("https://h/", policies=empty).code == "no_route"
+    assert gateway_answer("https://h/api/items", "POST", policies=empty).code == "no_route"
+    assert gateway_answer("https://h/.well-known/entragate/health", policies=empty).code == "health"
+
+    code, out, err = run("test", "--policies", str(empty))
+    assert code == 0 and "no policy tests" in out and "0 passed, 0 failed" in out
+    assert run("check", "--policies", str(empty))[0] == 0
+    assert run("check", "--strict", "--policies", str(empty))[0] == 1
+    # Cases without routes still run (and can fail): a case expecting an allow is wrong.
+    (empty / "tests").mkdir()
+    (empty / "tests" / "t.toml").write_text(
+        '[[cases]]\nname = "x"\nmethod = "GET"\nurl = "https://h/a"\nexpect = "allow"\n')
+    code, out, _ = run("test", "--policies", str(empty))
+    assert code == 1 and "0 passed, 1 failed" in out
 
 
 # ---------------------------------------------------------------- explain

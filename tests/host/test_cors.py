@@ -1,6 +1,6 @@
 """CORS at the edge (entragate/cors.py): the policy settings `check` accepts, warns about and
 refuses; preflights answered without a token; CORS headers on forwarded responses and on the
-gateway's own refusals. Runtime: tests/runtime/test_grpc.py (the shipped policy) and
+gateway's own refusals. Runtime: tests/runtime/test_grpc.py (the example policy) and
 tests/runtime/test_cors_browser.py (a real browser)."""
 
 import asyncio

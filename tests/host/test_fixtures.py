@@ -24,8 +24,8 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from fixtures.echo_origin import EchoOrigin
-from fixtures.mock_entra import (
+from entragate_mocks.echo_origin import EchoOrigin
+from entragate_mocks.mock_entra import (
     DEFAULT_APP_ROLES,
     DEFAULT_GROUPS,
     DEFAULT_TENANT_ID,
@@ -355,7 +355,7 @@ def test_fault_modes_on_the_keys_endpoint(tenant):
 
 
 def test_streamed_modes_send_the_real_document_chunked_and_record_how_it_ended(tenant, monkeypatch):
-    import fixtures.mock_entra as mock_entra
+    import entragate_mocks.mock_entra as mock_entra
 
     url = f"{tenant.authority}/common/discovery/keys"
     monkeypatch.setattr(mock_entra, "STREAM_BYTES", 1024 * 1024)
@@ -527,20 +527,21 @@ def test_echo_special_paths(origin):
 # --- CLIs -----------------------------------------------------------------------
 
 
-CLI_COMMANDS = {
-    "mock_entra_script": ["tests/fixtures/mock_entra.py", "--tenant", OTHER_TENANT],
-    "mock_entra_module": ["-m", "fixtures.mock_entra"],
-    "echo_origin_script": ["tests/fixtures/echo_origin.py"],
+CLI_COMMANDS = {  # the scripts as the README runs them (no PYTHONPATH), the module with tools/ on the path
+    "mock_entra_script": ["tools/entragate_mocks/mock_entra.py", "--tenant", OTHER_TENANT],
+    "mock_entra_module": ["-m", "entragate_mocks.mock_entra"],
+    "echo_origin_script": ["tools/entragate_mocks/echo_origin.py"],
 }
 
 
 @pytest.fixture(scope="module")
 def cli_processes():
     """All CLIs at once, so their interpreter start-ups overlap instead of adding up."""
-    env = dict(os.environ, PYTHONPATH=str(REPO / "tests"))
+    plain = {name: value for name, value in os.environ.items() if name != "PYTHONPATH"}
     procs = {
         name: subprocess.Popen(
-            [sys.executable, *args], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+            [sys.executable, *args], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            env=dict(plain, PYTHONPATH=str(REPO / "tools")) if args[0] == "-m" else plain,
         )
         for name, args in CLI_COMMANDS.items()
     }

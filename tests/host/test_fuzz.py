@@ -25,7 +25,7 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding
-from fixtures.mock_entra import MockTenant
+from entragate_mocks.mock_entra import MockTenant
 from hypothesis import HealthCheck, assume, event, example, given, settings
 from hypothesis import strategies as st
 
@@ -41,9 +41,10 @@ from entragate.upstream import referenced_groups
 from entragate_tools.compiler import PolicyError, compile_policies
 from entragate_tools.host_crypto import HostSigner, HostVerifier, new_assertion_key
 from entragate_tools.host_io import MemoryStore
+from fixtures.examples import EXAMPLE_POLICIES
+from fixtures.host_gateway import SIGNIN_ENV, signin_platform
 
-PROJECT = Path(__file__).resolve().parents[2]
-COMPILED = compile_policies(PROJECT / "policies")
+COMPILED = compile_policies(EXAMPLE_POLICIES)
 AUTHORITY = "https://login.example"
 SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -76,11 +77,13 @@ class MemoryEntra:
 def build_gateway(signer=None, **overrides):
     env = {
         "ORIGIN_URL": "https://origin.example/base", "ENTRA_TENANT_ID": TENANT.tenant_id,
-        "ENTRA_AUTHORITY": AUTHORITY, "ENTRA_AUDIENCES": f"{TENANT.client_id},{TENANT.app_id_uri}", **overrides,
+        "ENTRA_AUTHORITY": AUTHORITY, "ENTRA_AUDIENCES": f"{TENANT.client_id},{TENANT.app_id_uri}", **SIGNIN_ENV,
+        **overrides,
     }
     config = Config.from_env(env.get)
     gateway = assemble(config, COMPILED.policy, http=MemoryEntra(), store=MemoryStore(), verifier=HostVerifier(),
-                       clock=time.time, log=LOGS.append, policy_groups=referenced_groups(COMPILED.data), signer=signer)
+                       clock=time.time, log=LOGS.append, policy_groups=referenced_groups(COMPILED.data), signer=signer,
+                       platform=signin_platform(COMPILED.policy))
     return config, gateway
 
 

@@ -76,16 +76,16 @@ def test_forward_strips_other_gateways_and_the_operators_headers_on_every_route(
 
     from entragate_tools.compiler import compile_policies
     from entragate_tools.host_crypto import HostVerifier
-    from fixtures.host_gateway import ENV, PROJECT_POLICIES, OfflineHttp
+    from fixtures.host_gateway import ENV, EXAMPLE_POLICIES, OfflineHttp, signin_platform
 
     from entragate.config import Config
     from entragate.gateway import IncomingRequest, assemble
     from entragate.policy import Policy
 
     config = Config.from_env({**ENV, "STRIP_HEADERS": "X-Corp-User, x-sso-*"}.get)
-    policy = Policy.from_json(json.loads(compile_policies(PROJECT_POLICIES).json_text))
+    policy = Policy.from_json(json.loads(compile_policies(EXAMPLE_POLICIES).json_text))
     gateway = assemble(config, policy, http=OfflineHttp(), store=None, verifier=HostVerifier(), clock=lambda: 0,
-                       log=lambda message: None)
+                       log=lambda message: None, platform=signin_platform(policy))
     sent = ("Accept", "CF-Connecting-IP", "Cf-Access-Jwt-Assertion", "X_Goog_Authenticated_User_Email",
             "x-corp-user", "X.SSO.Groups", "X-Pomerium-Claim-Email", "Cookie")
     request = IncomingRequest(method="GET", url="https://app.example.net/healthz", request_id="r", header_names=sent)
@@ -96,11 +96,11 @@ def test_forward_strips_other_gateways_and_the_operators_headers_on_every_route(
 
 
 def handle(request, policies=None):
-    from fixtures.host_gateway import PROJECT_POLICIES, host_gateway
+    from fixtures.host_gateway import EXAMPLE_POLICIES, host_gateway
 
     import asyncio
 
-    gateway = host_gateway(policies or PROJECT_POLICIES)
+    gateway = host_gateway(policies or EXAMPLE_POLICIES)
     return asyncio.run(gateway.handle(request, lambda coroutine: coroutine.close()))
 
 
@@ -181,7 +181,7 @@ KEPT = ("Host", "Accept", "Accept-Encoding", "Content-Type", "Cookie", "User-Age
 
 @pytest.fixture(scope="module")
 def tenant():
-    from fixtures.mock_entra import MockTenant
+    from entragate_mocks.mock_entra import MockTenant
 
     return MockTenant()  # minting only: the gateway reads its keys from memory
 

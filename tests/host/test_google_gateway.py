@@ -13,8 +13,8 @@ import pytest
 from entragate_tools.compiler import compile_policies
 from entragate_tools.host_crypto import HostSignInPlatform, HostVerifier
 from entragate_tools.host_io import MemoryStore, UrllibHttp
-from fixtures.mock_entra import MockTenant
-from fixtures.mock_google import DEFAULT_SERVICE_ACCOUNT, CloudRunFrontEnd, MockGoogle, verify_rs256
+from entragate_mocks.mock_entra import MockTenant
+from entragate_mocks.mock_google import DEFAULT_SERVICE_ACCOUNT, CloudRunFrontEnd, MockGoogle, verify_rs256
 
 from entragate.config import Config, ConfigError
 from entragate.denials import Answer

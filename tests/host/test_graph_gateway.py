@@ -1,6 +1,6 @@
 """Groups overage resolved through Microsoft Graph, through Gateway.handle on CPython: real
 tokens from the mock tenant, the client-credentials token endpoint (certificate assertion signed
-as the Worker signs it, or secret) and the mock Graph over HTTP (tests/fixtures/mock_graph.py).
+as the Worker signs it, or secret) and the mock Graph over HTTP (tools/entragate_mocks/mock_graph.py).
 What is forwarded, what is refused and how, what the audit line says, and the configuration.
 """
 
@@ -17,7 +17,7 @@ from entragate_tools.host_crypto import (
     HostSigner, HostSignInPlatform, HostVerifier, new_assertion_key, new_client_certificate, new_session_key,
 )
 from entragate_tools.host_io import UrllibHttp
-from fixtures.mock_graph import GraphTenant, MockGraph
+from entragate_mocks.mock_graph import GraphTenant, MockGraph
 
 from entragate.config import Config, ConfigError
 from entragate.denials import Answer

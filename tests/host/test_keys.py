@@ -515,7 +515,7 @@ COOLDOWN = 60
 
 @pytest.fixture
 def entra():
-    from fixtures.mock_entra import MockTenant
+    from entragate_mocks.mock_entra import MockTenant
 
     return MockTenant()  # minting only: keys are served from memory
 

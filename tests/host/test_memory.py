@@ -8,7 +8,7 @@ import time
 import tracemalloc
 
 import pytest
-from fixtures.host_gateway import ENV, PROJECT_POLICIES, OfflineHttp
+from fixtures.host_gateway import ENV, EXAMPLE_POLICIES, OfflineHttp, signin_platform
 
 from entragate.bounded import BoundedMap, strings_bytes
 from entragate.config import Config
@@ -209,10 +209,11 @@ def gateway_with(inner):
     from entragate.policy import Policy
     from entragate.upstream import referenced_groups
 
-    compiled = json.loads(compile_policies(PROJECT_POLICIES).json_text)
-    gateway = assemble(Config.from_env(ENV.get), Policy.from_json(compiled), http=OfflineHttp(), store=None,
+    compiled = json.loads(compile_policies(EXAMPLE_POLICIES).json_text)
+    policy = Policy.from_json(compiled)
+    gateway = assemble(Config.from_env(ENV.get), policy, http=OfflineHttp(), store=None,
                        verifier=HostVerifier(), clock=lambda: NOW, log=lambda message: None,
-                       policy_groups=referenced_groups(compiled))
+                       policy_groups=referenced_groups(compiled), platform=signin_platform(policy))
     gateway.validator = cache(inner)
     return gateway
 

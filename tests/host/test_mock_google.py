@@ -9,9 +9,9 @@ import urllib.request
 from urllib.parse import urlencode
 
 import pytest
-from fixtures.echo_origin import EchoOrigin
-from fixtures.mock_entra import MockTenant
-from fixtures.mock_google import (
+from entragate_mocks.echo_origin import EchoOrigin
+from entragate_mocks.mock_entra import MockTenant
+from entragate_mocks.mock_google import (
     ACCESS_TOKEN_TYPE, CLOUD_PLATFORM, DEFAULT_SERVICE_ACCOUNT, TOKEN_EXCHANGE, CloudRunFrontEnd, MockGoogle,
 )
 

@@ -1,4 +1,4 @@
-"""The mock Entra tenant's sign-in endpoints (tests/fixtures/mock_entra_signin.py), over HTTP on
+"""The mock Entra tenant's sign-in endpoints (tools/entragate_mocks/mock_entra_signin.py), over HTTP on
 127.0.0.1 the way the gateway will call them: authorize (code + PKCE), token (authorization code
 and client credentials; certificate assertions and secrets), logout (front-channel)."""
 
@@ -28,8 +28,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from fixtures.mock_entra import DEFAULT_GROUPS, DEFAULT_TENANT_ID, DEFAULT_UPN, DEFAULT_USER_OID, MockTenant
-from fixtures.mock_entra_signin import (
+from entragate_mocks.mock_entra import DEFAULT_GROUPS, DEFAULT_TENANT_ID, DEFAULT_UPN, DEFAULT_USER_OID, MockTenant
+from entragate_mocks.mock_entra_signin import (
     API_WRITERS_GROUP,
     CODE_LIFETIME_SECONDS,
     GRAPH_APP_ID,
@@ -839,9 +839,9 @@ def test_client_credentials_for_the_gateway(tenant):
 
 def test_cli_writes_client_credentials_to_a_file(tmp_path):
     credentials_file = tmp_path / "credentials.json"
-    env = dict(os.environ, PYTHONPATH=str(REPO / "tests"))
+    env = {name: value for name, value in os.environ.items() if name != "PYTHONPATH"}  # as the README runs it
     proc = subprocess.Popen(
-        [sys.executable, "tests/fixtures/mock_entra.py", "--credentials-file", str(credentials_file),
+        [sys.executable, "tools/entragate_mocks/mock_entra.py", "--credentials-file", str(credentials_file),
          "--frontchannel-logout-url", "http://127.0.0.1:8787/.well-known/entragate/frontchannel-logout"],
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:

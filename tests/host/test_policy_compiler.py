@@ -10,6 +10,7 @@ import pytest
 
 from entragate_tools.compiler import PolicyError, compile_policies, module_text
 from entragate_tools.schema import PolicyFile
+from fixtures.examples import EXAMPLE_POLICIES
 
 REPO = Path(__file__).resolve().parents[2]
 G1 = "11111111-1111-4111-8111-111111111111"
@@ -380,7 +381,7 @@ def test_output_is_deterministic_and_versioned(tmp_path):
 
 
 def test_module_is_importable_without_pydantic(tmp_path):
-    compiled = compile_policies(REPO / "policies")
+    compiled = compile_policies(EXAMPLE_POLICIES)
     (tmp_path / "compiled_policy.py").write_text(module_text(compiled))
     script = (
         "import sys, json\n"
@@ -417,11 +418,12 @@ def test_edge_package_imports_nothing_outside_stdlib_and_jwt():
             assert roots <= allowed, (name, roots)
 
 
-def test_shipped_policies_compile_cleanly():
-    compiled = compile_policies(REPO / "policies")
+def test_example_policies_compile_cleanly():
+    compiled = compile_policies(EXAMPLE_POLICIES)
     assert compiled.warnings == []
     names = {r.name for r in compiled.policy.routes}
-    assert {"healthz", "api-read", "api-write", "admin", "internal", "reports"} <= names
+    assert {"healthz", "api-read", "api-write", "admin", "internal", "reports", "app"} <= names
+    assert [r.name for r in compiled.policy.routes if r.login] == ["app"]  # make demo's browser sign-in
 
 
 def test_json_schema_covers_the_format():

@@ -15,7 +15,7 @@ import pytest
 from entragate_tools.compiler import compile_policies
 from entragate_tools.host_crypto import HostSignInPlatform, HostVerifier, new_client_certificate, new_session_key
 from entragate_tools.host_io import MemoryStore, UrllibHttp
-from fixtures.mock_entra import MockTenant
+from entragate_mocks.mock_entra import MockTenant
 
 from entragate.config import Config
 from entragate.denials import Answer

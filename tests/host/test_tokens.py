@@ -8,7 +8,7 @@ import json
 import time
 
 import pytest
-from fixtures.mock_entra import MockTenant
+from entragate_mocks.mock_entra import MockTenant
 
 from entragate.config import Config, ConfigError
 from entragate.errors import InvalidToken, KeysUnavailable, MalformedCredential

@@ -14,12 +14,12 @@ import jwt
 import pytest
 from entragate_assertion import AssertionVerifier
 from entragate_tools.host_crypto import new_assertion_key
-from fixtures.mock_entra import DEFAULT_GROUPS
+from entragate_mocks.mock_entra import DEFAULT_GROUPS
 from fixtures.stack import Stack, environment_ok
 
 pytestmark = pytest.mark.skipif(environment_ok() is not None, reason=str(environment_ok()))
 
-API_WRITERS = "22222222-2222-4222-8222-222222222222"  # alias api-writers in policies/gateway.toml
+API_WRITERS = "22222222-2222-4222-8222-222222222222"  # alias api-writers in examples/policies/gateway.toml
 PREFIX = "x-entragate-"
 # Every identity header the gateway itself may send (src/entragate/upstream.py).
 OUR_HEADERS = {PREFIX + name for name in (

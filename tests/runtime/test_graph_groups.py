@@ -1,6 +1,6 @@
 """Groups overage resolved through Microsoft Graph, in workerd (issue #15): the Worker (src/entry.py,
 through tests/runtime/workers/policy_from_var.py with a policy compiled here) asks the mock Graph
-(tests/fixtures/mock_graph.py) as its own app, with an app token from the mock tenant's
+(tools/entragate_mocks/mock_graph.py) as its own app, with an app token from the mock tenant's
 client-credentials endpoint for which it signs a certificate assertion with WebCrypto.
 
 Multi-tenant, so each fault gets a tenant of its own (a tenant's lookups pause after a failure):
@@ -15,7 +15,7 @@ import time
 import pytest
 from entragate_tools.compiler import compile_policies
 from entragate_tools.host_crypto import new_client_certificate
-from fixtures.mock_graph import GraphTenant, MockGraph
+from entragate_mocks.mock_graph import GraphTenant, MockGraph
 from fixtures.stack import Stack, environment_ok
 
 pytestmark = pytest.mark.skipif(environment_ok() is not None, reason=str(environment_ok()))

@@ -2,7 +2,7 @@
 Connect server from @connectrpc/connect-node as the origin, serving shop.v1.Orders in the
 Connect, gRPC-Web and gRPC protocols on HTTP/1.1; Connect-ES's Connect and gRPC-Web
 transports and the gRPC clients of Connect-ES and grpc-js as callers. The gateway enforces the
-shipped policies (policies/grpc.toml).
+example policies (examples/policies/grpc.toml).
 
 What passes (docs/GRPC.md): gRPC-Web (binary proto and JSON) and Connect (unary and server
 streaming, proto and JSON) are forwarded with the identity headers and the signed assertion,

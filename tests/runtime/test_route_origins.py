@@ -14,7 +14,7 @@ import pytest
 from entragate_assertion import AssertionVerifier
 from entragate_tools.compiler import compile_policies
 from entragate_tools.host_crypto import new_assertion_key
-from fixtures.echo_origin import EchoOrigin
+from entragate_mocks.echo_origin import EchoOrigin
 from fixtures.stack import Stack, environment_ok
 
 pytestmark = pytest.mark.skipif(environment_ok() is not None, reason=str(environment_ok()))

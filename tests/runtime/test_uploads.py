@@ -22,7 +22,7 @@ from fixtures.stack import Stack, environment_ok
 
 pytestmark = pytest.mark.skipif(environment_ok() is not None, reason=str(environment_ok()))
 
-API_WRITERS = "22222222-2222-4222-8222-222222222222"  # alias api-writers in policies/gateway.toml
+API_WRITERS = "22222222-2222-4222-8222-222222222222"  # alias api-writers in examples/policies/gateway.toml
 # Short, so that a slow upload outlasts it several times over; long enough for a loaded machine
 # to answer an ordinary request well within it.
 ORIGIN_TIMEOUT_MS = 3000

@@ -12,9 +12,10 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from fixtures.echo_origin import EchoOrigin
-from fixtures.mock_entra import MockTenant
-from fixtures.stack import PROJECT, Runner, environment_ok
+from entragate_mocks.echo_origin import EchoOrigin
+from entragate_mocks.mock_entra import MockTenant
+from entragate_tools.host_crypto import new_session_key
+from fixtures.stack import PROJECT, Runner, environment_ok, worker_source
 
 pytestmark = pytest.mark.skipif(environment_ok() is not None, reason=str(environment_ok()))
 
@@ -43,12 +44,13 @@ def _toml_value(value) -> str:
 
 
 def write_wrangler_toml(directory: Path, variables: dict, *, kv: bool = True) -> Path:
-    """The project's wrangler.toml, moved to `directory`: `main` made absolute so it still
-    names src/entry.py, [build] left out (the tests run the runner with --no-build), [vars]
+    """The project's wrangler.toml, moved to `directory` beside a src/ of its own (src/entry.py
+    and the examples' compiled policy: fixtures.stack.worker_source), [build] left out, [vars]
     replaced, and the KV bindings kept or dropped."""
     project = tomllib.loads((PROJECT / "wrangler.toml").read_text())
+    worker_source(directory)
     lines = [f"{key} = {_toml_value(project[key])}" for key in ("name", "compatibility_date", "compatibility_flags")]
-    lines.append(f"main = {_toml_value(str(PROJECT / project['main']))}")
+    lines.append(f"main = {_toml_value(project['main'])}")
     if kv:
         for namespace in project["kv_namespaces"]:
             lines += ["", "[[kv_namespaces]]", *(f"{k} = {_toml_value(v)}" for k, v in namespace.items())]
@@ -66,6 +68,10 @@ def tenant_vars(tenant, origin) -> dict:
         "ENTRA_AUTHORITY": tenant.authority,
         "ENTRA_AUDIENCES": f"{tenant.client_id},{tenant.app_id_uri}",
         "ORIGIN_URL": origin.url,
+        # The examples' policy has a browser sign-in route (app.toml), which needs these.
+        "ENTRA_CLIENT_ID": tenant.client_id,
+        "ENTRA_CLIENT_SECRET": tenant.client_secret,
+        "SESSION_KEYS": new_session_key(),
     }
 
 

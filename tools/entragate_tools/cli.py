@@ -386,7 +386,15 @@ def cmd_test(args, out, err) -> int:
     tests_dir = Path(args.tests) if args.tests else Path(args.policies) / "tests"
     files = sorted(p for p in tests_dir.glob("*.toml") if p.is_file())
     if not files:
-        print(f"no test files (*.toml) in {tests_dir}", file=err)
+        if not compiled.policy.routes:
+            # Nothing to pin: a policy with no routes refuses everything (a fork that has not
+            # written its own yet). Not a failure, so `make test` stays green until it has.
+            print(f"no policy tests: {args.policies} has no routes (every request is refused) and {tests_dir} "
+                  "no test files", file=out)
+            print("0 passed, 0 failed", file=out)
+            return OK
+        print(f"no test files (*.toml) in {tests_dir}: add cases for the policy's routes (policies/README.md, Tests)",
+              file=err)
         print("0 passed, 0 failed", file=out)
         return FAILED
     passed = failed = invalid = 0

@@ -502,9 +502,14 @@ def compile_policies(directory=None, files=None, deployments=()) -> Compiled:
 def _compile_policies(directory, files, deployments) -> Compiled:
     errors: list = []
     warnings: list = []
+    if files is None and not Path(directory).is_dir():
+        raise PolicyError([Diagnostic("error", str(directory), "", "no such policy directory")])
     paths = [Path(p) for p in files] if files is not None else policy_files(Path(directory))
     if not paths:
-        raise PolicyError([Diagnostic("error", str(directory), "", "no *.toml policy files found")])
+        # A folder with no policy yet (a fork that removed the examples): no routes, so every
+        # request is refused. Fails closed; said once, as a warning (`check --strict` fails on it).
+        warnings.append(Diagnostic("warning", str(directory), "", "no *.toml policy files found: the policy has "
+                                   "no routes, so the gateway refuses every request (403 no_route)"))
     sources = load_files(paths, errors)
     if errors:  # aliases and routes of a broken file are unknown: stop before cross-file checks
         raise PolicyError(errors, warnings)

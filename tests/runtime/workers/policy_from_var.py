@@ -1,4 +1,4 @@
-"""The real Worker (src/entry.py) enforcing a policy a test compiled, not the one in policies/.
+"""The real Worker (src/entry.py) enforcing a policy a test compiled, not the examples the Stack gives it.
 
 The test compiles its own policy directory on the host (entragate_tools.compiler) and passes
 the JSON as `--var TEST_POLICY_JSON:...`; that is how it can name origins whose ports are only
