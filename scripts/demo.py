@@ -60,8 +60,9 @@ def readable(line: dict) -> str:
     who = line.get("oid") and f" oid={line['oid']}" or ""
     kind = line.get("token_kind") and f" ({line['token_kind']})" or ""
     cause = f" cause={line['cause']}" if line.get("cause") else ""
+    rule = f" rule={line['rule']}" if line.get("rule") else " (no route)"
     return (f"  audit: {line['method']} {line['path']} -> {line['decision']} {line['status']} "
-            f"reason={line['reason']}{cause} rule={line['rule']}{who}{kind} {line['latency_ms']} ms")
+            f"reason={line['reason']}{cause}{rule}{who}{kind} {line['latency_ms']} ms")
 
 
 def navigate(base_url: str, path: str, headers: dict) -> tuple[int, http.client.HTTPMessage]:
