@@ -232,6 +232,7 @@ def collect(setup_path: Path, runs: int) -> dict:
             "modules_loaded": workerd_runs[0]["imports"]["modules_loaded"],
             **{key: median_of(cold_runs, key) for key in cold_runs[0]},
         },
+        "overage": {name: median_of(cpython_runs, "overage", name, "median_us") for name in cpython_runs[0]["overage"]},
         "token_cache_memory": last["token_cache_memory"],
         "token_cache_memory_large": last["token_cache_memory_large"],
         "runtimes": {"workerd": workerd_version(workerd_runs[0]["imports"]["python"]), "cpython": last["runtime"]},
@@ -315,6 +316,7 @@ def print_table(results: dict) -> None:
     for name, python, js in primitive_rows(p["primitives"]):
         print(f"{name:80} {us(python):>8} {us(js):>8}")
     print(f"\nCold start: {p['cold']}")
+    print(overage_line(p["overage"]))
     for memory in (p["token_cache_memory"], p["token_cache_memory_large"]):
         print(memory_line(memory))
     if "http" in results:
@@ -339,6 +341,13 @@ def http_line(h: dict) -> str:
             f"{figures(h['plain_js_worker'])}; the gateway's Worker under `wrangler dev` (token from its cache, "
             f"origin fetched) {figures(h['via_gateway'])}: added to the origin p50 {h['added_p50_ms']} ms, "
             f"p99 {h['added_p99_ms']} ms.")
+
+
+def overage_line(overage: dict) -> str:
+    listed, resolved = overage.values()
+    return (f"Groups overage (`pipeline_bench.overage_scenarios`, CPython, median per request): the same user on a "
+            f"route that tests groups, the group in the token {listed} µs, overage answered from the isolate's Graph "
+            f"answers {resolved} µs ({resolved - listed:+.1f} µs).")
 
 
 def memory_line(memory: dict) -> str:
@@ -402,6 +411,7 @@ def markdown(results: dict) -> str:
         f"- First request to a new isolate of the gateway's Worker, through `wrangler dev`: keys from the "
         f"network (mock tenant on loopback) {c['first_request_keys_from_network_ms']:.0f} ms, keys from KV (new "
         f"workerd, same KV) {c['first_request_keys_from_kv_ms']:.0f} ms; a warm request {c['warm_request_ms']:.0f} ms.",
+        f"- {overage_line(p['overage'])}",
         f"- {memory_line(p['token_cache_memory'])}",
         f"- {memory_line(p['token_cache_memory_large'])}",
     ]
