@@ -24,6 +24,7 @@ from entragate.config import Config  # noqa: E402
 from entragate.gateway import IDENTITY_PARTS_MAX_BYTES, IncomingRequest, assemble, discovery_url  # noqa: E402
 from entragate.keys import STORE_FORMAT  # noqa: E402
 from entragate.policy import Policy  # noqa: E402
+from entragate.signin import SESSION_COOKIE  # noqa: E402
 from entragate.token_cache import DEFAULT_MAX_BYTES, CachingValidator  # noqa: E402
 from entragate.upstream import referenced_groups  # noqa: E402
 
@@ -76,6 +77,55 @@ def build(setup, *, assertion: bool):
         config, Policy.from_json(policy_data), http=NoNetwork(), store=store, verifier=verifier,
         clock=time.time, log=lambda message: None, policy_groups=referenced_groups(policy_data), signer=signer,
     )
+
+
+def signin_platform():
+    if IN_PYODIDE:
+        import platform_io
+
+        return platform_io.SignInPlatform()
+    from entragate_tools.host_crypto import HostSignInPlatform
+
+    return HostSignInPlatform()
+
+
+def session_request(url, cookie):
+    """A browser's navigation carrying the session cookie (and no Authorization)."""
+    return IncomingRequest(
+        method="GET", url=url, request_id="bench", header_names=("host", "cookie", "accept", "sec-fetch-mode"),
+        accept="text/html", sec_fetch_mode="navigate", cookie=f"theme=dark; {SESSION_COOKIE}={cookie}",
+    )
+
+
+async def session_scenarios(setup, repeat, batch=1, fresh_batch=None):
+    """Browser sessions beside tokens, on the examples' sign-in route (/app/**, the whole example
+    policy): a sealed session cookie this isolate has not opened yet (AES-GCM open with the
+    platform's cipher, then the revocation check in the store: a dict here, one KV read at the
+    edge) and one it has (the in-memory cache of opened sessions)."""
+    fresh_batch = fresh_batch or batch
+    variables = {**setup["vars"], **setup["signin_vars"]}
+    variables.pop("ASSERTION_SIGNING_KEY", None)
+    config = Config.from_env(variables.get)
+    policy_data = json.loads(setup["session_policy_json"])
+    verifier, _ = verifier_and_signer(None)
+    gateway = assemble(config, Policy.from_json(policy_data), http=NoNetwork(), store=Store({}), verifier=verifier,
+                       clock=time.time, log=lambda message: None, policy_groups=referenced_groups(policy_data),
+                       platform=signin_platform())
+    now = int(time.time())
+    claims = json.loads(setup["session_claims"])
+
+    async def cookie(n):
+        return await gateway.signin._sealer.seal(SESSION_COOKIE, {
+            **claims, "sid": f"bench-session-{n:06d}", "csrf": "bench", "iat": now - 60, "exp": now + 7200})
+
+    fresh = [await cookie(n) for n in range(len(setup["fresh_tokens"]))]
+    repeated = await cookie(len(fresh))
+    url = setup["gateway_url"] + "/app/page"
+    await timed(gateway, [session_request(url, repeated)], "Forward")
+    return {
+        "fresh session": summary(await timed(gateway, [session_request(url, c) for c in fresh], "Forward", fresh_batch)),
+        "repeated session": summary(await timed(gateway, [session_request(url, repeated)] * repeat, "Forward", batch)),
+    }
 
 
 def request(url, token=None):
@@ -133,6 +183,7 @@ async def scenarios(setup, repeat, batch=1, fresh_batch=None):
     results["denied (policy 403)"] = summary(await timed(gateway, [request(base + "/admin/panel", token)] * repeat, "Answer", batch))
     results["denied (no token 401)"] = summary(await timed(gateway, [request(base + "/api/items")] * repeat, "Answer", batch))
     results["public route"] = summary(await timed(gateway, [request(base + "/healthz")] * repeat, "Forward", batch))
+    results.update(await session_scenarios(setup, repeat, batch, fresh_batch))
     return results
 
 

@@ -48,7 +48,7 @@ sys.path[:0] = [str(ROOT / "src"), str(ROOT / "tools"), str(ROOT / "tests"), str
 import pyodide_bundle  # noqa: E402
 import vendor  # noqa: E402
 from entragate_tools.compiler import compile_policies  # noqa: E402
-from entragate_tools.host_crypto import new_assertion_key  # noqa: E402
+from entragate_tools.host_crypto import new_assertion_key, new_session_key  # noqa: E402
 from entragate_mocks.mock_entra import MockTenant  # noqa: E402
 from fixtures.stack import Runner, Stack  # noqa: E402
 
@@ -87,6 +87,13 @@ def make_setup(tenant: MockTenant) -> dict:
         "keys": tenant.jwks("2.0")["keys"],
         "signing_kid": tenant.signing_kid,
         "policy_json": compile_policies(files=BENCH_POLICY_FILES).json_text,
+        # Browser sessions (pipeline_bench.session_scenarios): the whole example policy, whose
+        # app.toml is the sign-in route, and what a session of the repeated token's user holds.
+        "session_policy_json": compile_policies(ROOT / "examples" / "policies").json_text,
+        "signin_vars": {"ENTRA_CLIENT_ID": tenant.client_id, "ENTRA_CLIENT_SECRET": "bench",
+                        "SESSION_KEYS": new_session_key()},
+        "session_claims": json.dumps({"iss": tenant.issuer("2.0"), "oid": tenant.user_oid, "tid": tenant.tenant_id,
+                                      "sub": "bench-subject", "name": "Bench User", "username": "bench@contoso.example"}),
         "gateway_url": "https://gateway.example.com",
         "fresh_tokens": [tenant.mint(lifetime=7200) for _ in range(FRESH_TOKENS)],
         "repeated_token": tenant.mint(lifetime=7200),
@@ -202,15 +209,17 @@ def collect(setup_path: Path, runs: int) -> dict:
 
     rows = []
     for name in workerd_runs[0]["python"]:
+        # The jose Worker has no browser sessions: those rows have no jose figure.
+        in_jose = name in workerd_runs[0]["jose"]
         rows.append({
             "scenario": name,
-            "jose_median_us": median_of(workerd_runs, "jose", name, "median_us"),
-            "jose_worst_us": median_of(workerd_runs, "jose", name, "worst_us"),
+            "jose_median_us": median_of(workerd_runs, "jose", name, "median_us") if in_jose else None,
+            "jose_worst_us": median_of(workerd_runs, "jose", name, "worst_us") if in_jose else None,
             "workerd_median_us": median_of(workerd_runs, "python", name, "median_us"),
             "workerd_worst_us": median_of(workerd_runs, "python", name, "worst_us"),
             # Each run's Python figure against that run's jose figure.
             "x_jose": round(statistics.median(run["python"][name]["median_us"] / run["jose"][name]["median_us"]
-                                              for run in workerd_runs), 2),
+                                              for run in workerd_runs), 2) if in_jose else "–",
             "cpython_median_us": median_of(cpython_runs, "scenarios", name, "median_us"),
             "cpython_p99_us": median_of(cpython_runs, "scenarios", name, "p99_us"),
         })
