@@ -85,8 +85,9 @@ class Forward:
 # follows it is decided and audited. A refused preflight is audited (cors_preflight_refused).
 UNAUDITED = frozenset({"health", "jwks", "signed_out", "logout_confirm", "cors_preflight"})
 SIGNIN_ENDPOINTS = frozenset({"callback", "logout", "frontchannel_logout", "signed_out", "signin"})
-# Sign-in events: neither a request forwarded nor one refused (audit decision "signin").
-SIGNIN_EVENTS = frozenset({"signin_complete", "logout", "frontchannel_logout"})
+# Sign-in events: neither a request forwarded nor one refused (audit decision "signin"). A
+# navigation sent to sign in is one: the person may well be allowed once signed in.
+SIGNIN_EVENTS = frozenset({"signin_redirect", "signin_complete", "logout", "frontchannel_logout"})
 
 
 def _is_gateway_cookie(name: str) -> bool:

@@ -19,7 +19,7 @@ from entragate_mocks.mock_entra import MockTenant
 
 from entragate.config import Config
 from entragate.denials import Answer
-from entragate.gateway import Forward, IncomingRequest, assemble
+from entragate.gateway import Forward, IncomingRequest, assemble, decision_audit_line
 from entragate.policy import Policy
 from entragate.signin import FLOW_COOKIE_PREFIX, SESSION_COOKIE, safe_return_path
 
@@ -215,6 +215,21 @@ def test_a_bearer_only_route_keeps_its_401_for_a_browser(harness):
     result = harness.handle("/api/x")
     assert (result.status, result.code) == (401, "missing_token")
     assert not any(name == "location" for name, _ in result.headers)
+
+
+def test_the_audit_line_tells_sign_in_events_from_refusals(harness):
+    """An operator counting refusals must not count people being sent to sign in, nor their
+    return; a script's 401 on the same route is a refusal."""
+    def decision(result):
+        request = IncomingRequest(method="GET", url=ORIGIN + "/app/page", request_id="r", header_names=())
+        return json.loads(decision_audit_line(request, result, result.status, 1.0, time.time()))["decision"]
+
+    redirect = harness.handle("/app/page")
+    assert (redirect.code, decision(redirect)) == ("signin_redirect", "signin")
+    _, _, done = harness.sign_in("/app/page")
+    assert (done.code, decision(done)) == ("signin_complete", "signin")
+    refused = harness.handle("/app/data", headers={"accept": "application/json"}, navigate=False, cookies={})
+    assert (refused.code, decision(refused)) == ("missing_token", "deny")
 
 
 # --- the callback ------------------------------------------------------------------------------
