@@ -50,7 +50,7 @@ import vendor  # noqa: E402
 from entragate_tools.compiler import compile_policies  # noqa: E402
 from entragate_tools.host_crypto import new_assertion_key, new_session_key  # noqa: E402
 from entragate_mocks.mock_entra import MockTenant  # noqa: E402
-from fixtures.stack import Runner, Stack  # noqa: E402
+from entragate_mocks.stack import Runner, Stack  # noqa: E402
 
 FRESH_TOKENS = 3000
 # Batches long enough for a millisecond clock: 1000 repeated requests resolve 1 µs; 200 fresh

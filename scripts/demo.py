@@ -19,10 +19,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "src"), str(ROOT / "tools")]
+sys.path[:0] = [str(ROOT / "src"), str(ROOT / "tools")]
 
 from entragate_tools.host_crypto import new_session_key  # noqa: E402
-from fixtures.stack import EXAMPLE_POLICIES, RunnerFailed, Stack  # noqa: E402
+from entragate_mocks.stack import EXAMPLE_POLICIES, RunnerFailed, Stack  # noqa: E402
 
 GROUP_API_WRITERS = "22222222-2222-4222-8222-222222222222"  # examples/policies/gateway.toml alias api-writers
 STATE = ROOT / ".wrangler" / "demo.json"

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 from entragate_tools.compiler import compile_policies
 from fixtures.connect_origin import HARNESS, NODE, ConnectOrigin
-from fixtures.stack import PROJECT, Stack, environment_ok
+from entragate_mocks.stack import PROJECT, Stack, environment_ok
 
 ESBUILD = PROJECT / "node_modules" / ".bin" / "esbuild"
 

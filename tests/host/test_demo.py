@@ -19,7 +19,7 @@ from entragate_tools.config_check import check
 from entragate_tools.host_crypto import HostSignInPlatform, HostVerifier
 from entragate_tools.host_io import MemoryStore, UrllibHttp
 from fixtures.examples import EXAMPLE_POLICIES
-from fixtures.stack import stack_variables
+from entragate_mocks.stack import stack_variables
 
 from entragate.config import Config
 from entragate.denials import Answer

@@ -267,7 +267,7 @@ def test_no_product_test_reads_the_users_policies():
 def test_the_stack_gives_each_worker_its_own_policy_and_leaves_the_users_alone(tmp_path):
     """The runtime layer runs src/entry.py with the examples' compiled policy in a folder of its
     own: src/compiled_policy.py (the user's build output) is neither linked nor written."""
-    from fixtures.stack import PROJECT, WORKER_PROJECTS, policy_module, worker_project, worker_source
+    from entragate_mocks.stack import PROJECT, WORKER_PROJECTS, policy_module, worker_project, worker_source
 
     user_module = PROJECT / "src" / "compiled_policy.py"
     before = user_module.stat().st_mtime_ns if user_module.exists() else None

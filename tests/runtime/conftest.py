@@ -1,5 +1,5 @@
 """Runtime layer: the Worker's code in the real workerd, under `wrangler dev`, offline
-(runner/dev.py; tests/fixtures/stack.py)."""
+(runner/dev.py; tools/entragate_mocks/stack.py)."""
 
 import json
 import tempfile
@@ -7,7 +7,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from fixtures.stack import Runner, environment_ok
+from entragate_mocks.stack import Runner, environment_ok
 
 
 def pytest_collection_modifyitems(items):

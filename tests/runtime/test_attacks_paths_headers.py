@@ -21,7 +21,7 @@ import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from entragate_tools.compiler import compile_policies
-from fixtures.stack import EXAMPLE_POLICIES, Stack, environment_ok
+from entragate_mocks.stack import EXAMPLE_POLICIES, Stack, environment_ok
 
 from entragate.paths import canonical_path
 from entragate.policy import Policy

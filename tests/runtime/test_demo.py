@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 import pytest
 from fixtures.examples import EXAMPLE_POLICIES
 from fixtures.signin_stack import Browserless, echo
-from fixtures.stack import environment_ok
+from entragate_mocks.stack import environment_ok
 
 pytestmark = pytest.mark.skipif(environment_ok() is not None, reason=str(environment_ok()))
 

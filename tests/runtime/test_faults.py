@@ -23,7 +23,7 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from fixtures.stack import Runner, Stack, environment_ok
+from entragate_mocks.stack import Runner, Stack, environment_ok
 
 from entragate.errors import KeysUnavailable
 from entragate.keys import IssuerKeys, KeyFetchError, KeySet

@@ -15,7 +15,7 @@ import pytest
 from entragate_assertion import AssertionVerifier
 from entragate_tools.host_crypto import new_assertion_key
 from entragate_mocks.mock_entra import DEFAULT_GROUPS
-from fixtures.stack import Stack, environment_ok
+from entragate_mocks.stack import Stack, environment_ok
 
 pytestmark = pytest.mark.skipif(environment_ok() is not None, reason=str(environment_ok()))
 

@@ -24,7 +24,7 @@ from entragate_tools.compiler import compile_policies
 from entragate_tools.host_crypto import new_assertion_key
 from entragate_mocks.echo_origin import EchoOrigin
 from entragate_mocks.mock_google import DEFAULT_SERVICE_ACCOUNT, CloudRunFrontEnd, MockGoogle, verify_rs256
-from fixtures.stack import Stack, environment_ok
+from entragate_mocks.stack import Stack, environment_ok
 
 from entragate.google import FAILURE_COOLDOWN_SECONDS, REFRESH_BEFORE_EXPIRY_SECONDS
 

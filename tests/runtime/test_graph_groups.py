@@ -16,7 +16,7 @@ import pytest
 from entragate_tools.compiler import compile_policies
 from entragate_tools.host_crypto import new_client_certificate
 from entragate_mocks.mock_graph import GraphTenant, MockGraph
-from fixtures.stack import Stack, environment_ok
+from entragate_mocks.stack import Stack, environment_ok
 
 pytestmark = pytest.mark.skipif(environment_ok() is not None, reason=str(environment_ok()))
 

@@ -20,7 +20,7 @@ import pytest
 from entragate_assertion import AssertionVerifier
 from entragate_tools.host_crypto import new_assertion_key
 from fixtures.connect_origin import HARNESS, NODE, ConnectOrigin
-from fixtures.stack import PROJECT, Runner, Stack, environment_ok
+from entragate_mocks.stack import PROJECT, Runner, Stack, environment_ok
 
 pytestmark = pytest.mark.skipif(environment_ok() is not None, reason=str(environment_ok()))
 

@@ -15,7 +15,7 @@ from entragate_assertion import AssertionVerifier
 from entragate_tools.compiler import compile_policies
 from entragate_tools.host_crypto import new_assertion_key
 from entragate_mocks.echo_origin import EchoOrigin
-from fixtures.stack import Stack, environment_ok
+from entragate_mocks.stack import Stack, environment_ok
 
 pytestmark = pytest.mark.skipif(environment_ok() is not None, reason=str(environment_ok()))
 

@@ -8,7 +8,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from fixtures.stack import Runner, environment_ok
+from entragate_mocks.stack import Runner, environment_ok
 
 pytestmark = pytest.mark.skipif(environment_ok() is not None, reason=str(environment_ok()))
 

@@ -7,7 +7,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from fixtures.signin_stack import Browserless, echo, signin_stack
-from fixtures.stack import environment_ok
+from entragate_mocks.stack import environment_ok
 
 pytestmark = pytest.mark.skipif(environment_ok() is not None, reason=str(environment_ok()))
 PREFIX = "x-entragate-"

@@ -18,7 +18,7 @@ import time
 from urllib.parse import urlsplit
 
 import pytest
-from fixtures.stack import Stack, environment_ok
+from entragate_mocks.stack import Stack, environment_ok
 
 pytestmark = pytest.mark.skipif(environment_ok() is not None, reason=str(environment_ok()))
 

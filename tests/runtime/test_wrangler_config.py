@@ -15,7 +15,7 @@ import pytest
 from entragate_mocks.echo_origin import EchoOrigin
 from entragate_mocks.mock_entra import MockTenant
 from entragate_tools.host_crypto import new_session_key
-from fixtures.stack import PROJECT, Runner, environment_ok, worker_source
+from entragate_mocks.stack import PROJECT, Runner, environment_ok, worker_source
 
 pytestmark = pytest.mark.skipif(environment_ok() is not None, reason=str(environment_ok()))
 
@@ -45,7 +45,7 @@ def _toml_value(value) -> str:
 
 def write_wrangler_toml(directory: Path, variables: dict, *, kv: bool = True) -> Path:
     """The project's wrangler.toml, moved to `directory` beside a src/ of its own (src/entry.py
-    and the examples' compiled policy: fixtures.stack.worker_source), [build] left out, [vars]
+    and the examples' compiled policy: entragate_mocks.stack.worker_source), [build] left out, [vars]
     replaced, and the KV bindings kept or dropped."""
     project = tomllib.loads((PROJECT / "wrangler.toml").read_text())
     worker_source(directory)
