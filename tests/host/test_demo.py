@@ -4,14 +4,13 @@ and `tools/entragate.py config` read it, and by the gateway's own code on CPytho
 a browser to the mock tenant's sign-in page (tests/runtime/test_demo.py: the same in workerd)."""
 
 import asyncio
-import importlib.util
 import json
 import time
 import urllib.request
-from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from fixtures.demo_script import demo
 from entragate_mocks.echo_origin import EchoOrigin
 from entragate_mocks.mock_entra import MockTenant
 from entragate_tools.compiler import compile_policies
@@ -26,18 +25,9 @@ from entragate.denials import Answer
 from entragate.gateway import IncomingRequest, assemble
 from entragate.upstream import referenced_groups
 
-REPO = Path(__file__).resolve().parents[2]
 GATEWAY = "http://127.0.0.1:8787"
 
 
-def load_demo():
-    spec = importlib.util.spec_from_file_location("demo_script", REPO / "scripts" / "demo.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-demo = load_demo()
 
 
 @pytest.fixture(scope="module")

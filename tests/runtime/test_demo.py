@@ -2,32 +2,22 @@
 problem, signs a browser in against the mock tenant and lands it on the echo origin, serves the
 examples' bearer routes, and reloads the policy when a file in its folder changes."""
 
-import importlib.util
 import shutil
 import textwrap
 import time
 import urllib.request
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
+from fixtures.demo_script import demo
 from fixtures.examples import EXAMPLE_POLICIES
 from fixtures.signin_stack import Browserless, echo
 from entragate_mocks.stack import environment_ok
 
 pytestmark = pytest.mark.skipif(environment_ok() is not None, reason=str(environment_ok()))
 
-REPO = Path(__file__).resolve().parents[2]
 
 
-def load_demo():
-    spec = importlib.util.spec_from_file_location("demo_script", REPO / "scripts" / "demo.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-demo = load_demo()
 
 
 @pytest.fixture(scope="module")
