@@ -17,7 +17,7 @@ from .credential import require_compact_jws
 from .errors import InvalidToken
 from .identity import Identity
 from .keys import IssuerKeys
-from .tokens import _check_header, _decode
+from .tokens import _check_header, _decode, verify_issuer_and_signature
 
 VERSION = "2.0"
 
@@ -49,19 +49,7 @@ class IdTokenValidator:
             raise InvalidToken("ID token nonce does not match this sign-in", "nonce")
         if "iat" not in claims:
             raise InvalidToken("ID token has no iat claim", "missing_claim")
-        key_set = await self._keys.current(defer)
-        expected_issuer = key_set.issuer.replace("{tenantid}", tid)
-        if claims.get("iss") != expected_issuer:
-            raise InvalidToken("issuer mismatch", "issuer")
-        jwk = await self._keys.key(kid, defer)
-        if jwk is None:
-            raise InvalidToken("signing key not found", "unknown_key")
-        key_issuer = jwk.get("issuer")
-        if key_issuer is not None and key_issuer.replace("{tenantid}", tid) != expected_issuer:
-            raise InvalidToken("signing key belongs to another issuer", "key_issuer")
-        signing_input = token.rpartition(".")[0].encode("ascii")
-        if not await self._verifier.verify(header["alg"], jwk, signing_input, decoded["signature"]):
-            raise InvalidToken("signature verification failed", "signature")
+        await verify_issuer_and_signature(token, decoded, kid, tid, self._keys, self._verifier, defer)
         identity = identity_from_claims(claims)
         if not identity.oid:
             raise InvalidToken("ID token has no oid", "missing_claim")

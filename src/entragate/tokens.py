@@ -195,21 +195,7 @@ class TokenValidator:
             raise InvalidToken("token is not for this audience", "audience")
         _require_access_token(claims, ver)
 
-        key_set = await issuer_keys.current(defer)
-        expected_issuer = key_set.issuer.replace("{tenantid}", tid)
-        if claims.get("iss") != expected_issuer:
-            raise InvalidToken("issuer mismatch", "issuer")
-
-        jwk = await issuer_keys.key(kid, defer)
-        if jwk is None:
-            raise InvalidToken("signing key not found", "unknown_key")
-        key_issuer = jwk.get("issuer")
-        if key_issuer is not None and key_issuer.replace("{tenantid}", tid) != expected_issuer:
-            raise InvalidToken("signing key belongs to another issuer", "key_issuer")
-
-        signing_input = token.rpartition(".")[0].encode("ascii")
-        if not await self._verifier.verify(header["alg"], jwk, signing_input, decoded["signature"]):
-            raise InvalidToken("signature verification failed", "signature")
+        await verify_issuer_and_signature(token, decoded, kid, tid, issuer_keys, self._verifier, defer)
         identity = identity_from_claims(claims)
         # A token that grants nothing is refused, as Microsoft.Identity.Web refuses one with
         # neither `scp` nor `roles` (IDW10201): any app of an allowed tenant can get a token
@@ -218,6 +204,28 @@ class TokenValidator:
         if not identity.scopes and not any(identity.roles):
             raise InvalidToken("token grants no delegated scope (scp) and no app role (roles)", "no_grant")
         return identity, kid
+
+
+async def verify_issuer_and_signature(token: str, decoded: dict, kid: str, tid: str, issuer_keys: IssuerKeys,
+                                      verifier: SignatureVerifier, defer) -> None:
+    """`iss` is the issuer's for `tid`, the key `kid` is in its set (and, when the key names an
+    issuer, that one), and the signature verifies with it: for access and ID tokens alike."""
+    claims = decoded["payload"]
+    key_set = await issuer_keys.current(defer)
+    expected_issuer = key_set.issuer.replace("{tenantid}", tid)
+    if claims.get("iss") != expected_issuer:
+        raise InvalidToken("issuer mismatch", "issuer")
+
+    jwk = await issuer_keys.key(kid, defer)
+    if jwk is None:
+        raise InvalidToken("signing key not found", "unknown_key")
+    key_issuer = jwk.get("issuer")
+    if key_issuer is not None and key_issuer.replace("{tenantid}", tid) != expected_issuer:
+        raise InvalidToken("signing key belongs to another issuer", "key_issuer")
+
+    signing_input = token.rpartition(".")[0].encode("ascii")
+    if not await verifier.verify(decoded["header"]["alg"], jwk, signing_input, decoded["signature"]):
+        raise InvalidToken("signature verification failed", "signature")
 
 
 def _require_access_token(claims: dict, ver: str) -> None:
