@@ -77,49 +77,35 @@ class WorkersHttp:
     async def post_form(self, url: str, fields: dict, timeout: float):
         """POST an HTML form to a token endpoint: (status, JSON object or None). Never follows a
         redirect; every failure to get an answer is an HttpFailure."""
-        init = _js_object({
-            "method": "POST",
-            "headers": {"content-type": "application/x-www-form-urlencoded", "accept": "application/json"},
-            "body": urlencode(fields),
-            "redirect": "manual",
-            "signal": js.AbortSignal.timeout(int(timeout * 1000)),
-        })
-        try:
-            response = await js.fetch(url, init)
-            body = await read_capped(response.body, MAX_DOCUMENT_BYTES)
-        except JsException as error:
-            raise HttpFailure(f"{url} fetch failed: {error.name}") from None
-        if body is None:
-            raise HttpFailure(f"{url} answer too large")
-        try:
-            document = json.loads(body)
-        except ValueError:
-            document = None
-        return response.status, document if isinstance(document, dict) else None
+        status, document, _ = await self._post(url, "application/x-www-form-urlencoded", urlencode(fields), {}, timeout)
+        return status, document
 
     async def post_json(self, url: str, document: dict, headers: dict, timeout: float):
         """POST a JSON document to an API (Microsoft Graph, Google IAM Credentials): (status, JSON
         object or None, the Retry-After header or None). Never follows a redirect; the timeout
         covers the body too; every failure to get an answer is an HttpFailure."""
+        return await self._post(url, "application/json", json.dumps(document), headers, timeout)
+
+    async def _post(self, url: str, content_type: str, body: str, headers: dict, timeout: float):
         init = _js_object({
             "method": "POST",
-            "headers": {**headers, "content-type": "application/json", "accept": "application/json"},
-            "body": json.dumps(document),
+            "headers": {**headers, "content-type": content_type, "accept": "application/json"},
+            "body": body,
             "redirect": "manual",
             "signal": js.AbortSignal.timeout(int(timeout * 1000)),
         })
         try:
             response = await js.fetch(url, init)
-            body = await read_capped(response.body, MAX_DOCUMENT_BYTES)
+            answer = await read_capped(response.body, MAX_DOCUMENT_BYTES)
         except JsException as error:
             raise HttpFailure(f"{url} fetch failed: {error.name}") from None
-        if body is None:
+        if answer is None:
             raise HttpFailure(f"{url} answer too large")
         try:
-            answer = json.loads(body)
+            document = json.loads(answer)
         except ValueError:
-            answer = None
-        return response.status, answer if isinstance(answer, dict) else None, response.headers.get("retry-after")
+            document = None
+        return response.status, document if isinstance(document, dict) else None, response.headers.get("retry-after")
 
 
 async def read_capped(stream, cap: int) -> bytes | None:

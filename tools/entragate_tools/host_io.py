@@ -48,33 +48,10 @@ class UrllibHttp:
     async def get_json(self, url: str, timeout: float):
         return await asyncio.to_thread(self._get, url, timeout)
 
-    def _post(self, url: str, fields: dict, timeout: float):
+    def _post(self, url: str, content_type: str, data: bytes, headers: dict, timeout: float):
         self.requests.append(url)
-        request = urllib.request.Request(url, data=urlencode(fields).encode(), method="POST", headers={
-            "content-type": "application/x-www-form-urlencoded", "accept": "application/json"})
-        try:
-            with _NO_REDIRECTS.open(request, timeout=timeout) as response:
-                status, body = response.status, response.read(MAX_DOCUMENT_BYTES + 1)
-        except urllib.error.HTTPError as error:
-            with error:
-                status, body = error.code, error.read(MAX_DOCUMENT_BYTES + 1)
-        except (OSError, ValueError) as error:
-            raise HttpFailure(f"{url} fetch failed: {type(error).__name__}") from None
-        if len(body) > MAX_DOCUMENT_BYTES:
-            raise HttpFailure(f"{url} answer too large")
-        try:
-            document = json.loads(body)
-        except ValueError:
-            document = None
-        return status, document if isinstance(document, dict) else None
-
-    async def post_form(self, url: str, fields: dict, timeout: float):
-        return await asyncio.to_thread(self._post, url, fields, timeout)
-
-    def _post_json(self, url: str, document: dict, headers: dict, timeout: float):
-        self.requests.append(url)
-        request = urllib.request.Request(url, data=json.dumps(document).encode(), method="POST", headers={
-            **headers, "content-type": "application/json", "accept": "application/json"})
+        request = urllib.request.Request(url, data=data, method="POST", headers={
+            **headers, "content-type": content_type, "accept": "application/json"})
         try:
             with _NO_REDIRECTS.open(request, timeout=timeout) as response:
                 status, body, retry_after = response.status, response.read(MAX_DOCUMENT_BYTES + 1), response.headers.get("retry-after")
@@ -96,9 +73,14 @@ class UrllibHttp:
             answer = None
         return status, answer if isinstance(answer, dict) else None, retry_after
 
+    async def post_form(self, url: str, fields: dict, timeout: float):
+        status, document, _ = await asyncio.to_thread(
+            self._post, url, "application/x-www-form-urlencoded", urlencode(fields).encode(), {}, timeout)
+        return status, document
+
     async def post_json(self, url: str, document: dict, headers: dict, timeout: float):
         """(status, JSON object or None, Retry-After or None), as platform_io.WorkersHttp."""
-        return await asyncio.to_thread(self._post_json, url, document, headers, timeout)
+        return await asyncio.to_thread(self._post, url, "application/json", json.dumps(document).encode(), headers, timeout)
 
 
 class MemoryStore:
